@@ -1,0 +1,82 @@
+//! Engine throughput: the built-in rules over a mixed source-code corpus,
+//! against `memchr`'s literal search over the same bytes as the ceiling.
+//!
+//! Both run in the same process on the same 4 MiB buffer, so their ratio is
+//! the figure to compare between machines (DESIGN.md, "Performance").
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput};
+use memchr::memmem;
+use trawl_engine::{Chunk, Engine, ObjectContext, RawMatch, ScanEngine};
+
+const CORPUS_LEN: usize = 4 << 20;
+const CHUNK_LEN: usize = 256 << 10;
+const SEED: u64 = 1;
+
+/// Scans `data` in `CHUNK_LEN` chunks, each led by an overlap of the
+/// engine's `max_match_len`, as the scheduler does; returns the match count.
+fn scan_chunked(
+    engine: &Engine,
+    data: &[u8],
+    scratch: &mut <Engine as ScanEngine>::Scratch,
+    out: &mut Vec<RawMatch>,
+) -> usize {
+    let overlap = engine.max_match_len();
+    let mut found = 0;
+    let mut start = 0;
+    while start < data.len() {
+        let end = (start + CHUNK_LEN).min(data.len());
+        let buf_start = start.saturating_sub(overlap);
+        let chunk = Chunk {
+            buf: &data[buf_start..end],
+            payload_start: start - buf_start,
+            offset: buf_start as u64,
+            is_last: end == data.len(),
+            object: ObjectContext {
+                display: b"bench/corpus.txt",
+                size: data.len() as u64,
+            },
+        };
+        out.clear();
+        engine.scan_chunk_into(&chunk, scratch, out);
+        found += out.len();
+        start = end;
+    }
+    found
+}
+
+fn engine(c: &mut Criterion) {
+    let data = trawl_benches::corpus_bytes(CORPUS_LEN, SEED);
+    let engine = Engine::builtin();
+    let mut scratch = engine.new_scratch();
+    let mut out = Vec::new();
+    assert!(
+        scan_chunked(&engine, &data, &mut scratch, &mut out) > 0,
+        "the built-in rules find none of the planted secrets"
+    );
+    let finder = memmem::Finder::new("AKIA");
+
+    let mut group = c.benchmark_group("engine");
+    group
+        .throughput(Throughput::Bytes(data.len() as u64))
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    group.bench_function("builtin_rules", |b| {
+        b.iter(|| scan_chunked(&engine, black_box(&data), &mut scratch, &mut out));
+    });
+    group.bench_function("memmem_ceiling", |b| {
+        b.iter(|| finder.find_iter(black_box(&data)).count());
+    });
+    group.finish();
+}
+
+// What `criterion_group!`/`criterion_main!` expand to, written out: the
+// macros generate an undocumented `pub fn`, which `missing_docs` rejects.
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    engine(&mut criterion);
+    criterion.final_summary();
+}

@@ -1,0 +1,72 @@
+//! The `trawl` command: argument parsing, output files, the summary and exit
+//! codes. All scanning logic lives in the library crates.
+
+mod scan;
+mod size;
+mod summary;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Find leaked credentials (cloud keys, tokens, private keys) in folders and
+/// object stores.
+#[derive(Debug, Parser)]
+#[command(name = "trawl", version, about, long_about = None)]
+#[command(
+    after_help = "Examples:\n  trawl scan .                       scan the current folder, findings as JSONL on stdout\n  trawl scan ./repo --redact --sort  hide secrets, sort findings by path and offset\n  trawl scan ./dumps -o findings.jsonl\n\nExit codes: 0 nothing found, 1 findings, 2 usage error or incomplete scan."
+)]
+struct Cli {
+    /// Log more (-v: info, -vv: debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Scan files and folders for secrets.
+    Scan(scan::ScanArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(scan::EXIT_INCOMPLETE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging(cli.verbose);
+    let outcome = match cli.command {
+        Command::Scan(args) => scan::run(args),
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("trawl: error: {err:#}");
+            ExitCode::from(scan::EXIT_INCOMPLETE)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "error",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

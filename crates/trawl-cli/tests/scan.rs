@@ -1,0 +1,328 @@
+//! `trawl scan` as a user runs it: the JSONL snapshot over a fixture folder,
+//! exact lines of every planted secret, exit codes and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Every secret planted in `tests/fixtures/leaky`, with its file and rule.
+const PLANTED: &[(&str, &str, &str)] = &[
+    (
+        "leaky/src/app.py",
+        "github-pat",
+        "ghp_R7fKq2LmX9vBn4WcT8yHs1JdP6aZe3UoQi5G",
+    ),
+    (
+        "leaky/src/app.py",
+        "aws-access-token",
+        "AKIAZ7Q3WV4ABCDXYZ2Q",
+    ),
+    (
+        "leaky/config/.env",
+        "slack-bot-token",
+        "xoxb-2948571034-7710345982611-Zq8XcVb3NmLkJh5GfDs2Ap9W",
+    ),
+    (
+        "leaky/config/.env",
+        "stripe-access-token",
+        "sk_live_51Hq8ZtKl3Mn9Pq2Rs4Tu6Vw8",
+    ),
+    (
+        "leaky/.hidden/token.txt",
+        "gitlab-pat",
+        "glpat-Xk3Lq9Zr7Tn2Vb5Wm8Jc",
+    ),
+    (
+        "leaky/logs/dump.bin",
+        "gitlab-pat",
+        "glpat-Zr7Tn2Vb5Wm8JcXk3LqQ",
+    ),
+    (
+        "leaky/ignored.txt",
+        "npm-access-token",
+        "npm_Kq7Vx2Lm9Zr4Tn8Wb3Yc6Pd1Hs5Gf0Ja2Ue4",
+    ),
+];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn trawl(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trawl"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run trawl")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("JSONL output is UTF-8")
+}
+
+fn lines(out: &Output) -> Vec<serde_json::Value> {
+    stdout(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+/// Line and column of the first occurrence of `needle` in `file`, counted
+/// independently of trawl.
+fn position_in(file: &Path, needle: &str) -> (u64, u64) {
+    let bytes = std::fs::read(file).unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+        .unwrap_or_else(|| panic!("{needle} not in {}", file.display()));
+    let before = &bytes[..at];
+    let line = 1 + before.iter().filter(|&&b| b == b'\n').count() as u64;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    (line, (at - line_start + 1) as u64)
+}
+
+#[test]
+fn jsonl_output_snapshot() {
+    let out = trawl(&fixtures(), &["scan", "leaky", "--sort"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    insta::assert_snapshot!("leaky_jsonl", stdout(&out));
+}
+
+#[test]
+fn every_planted_secret_is_found_at_its_exact_line() {
+    let out = trawl(&fixtures(), &["scan", "leaky"]);
+    let found = lines(&out);
+    for (file, rule, secret) in PLANTED {
+        let (line, column) = position_in(&fixtures().join(file), secret);
+        let hit = found.iter().find(|f| f["secret"] == *secret);
+        let hit = hit.unwrap_or_else(|| panic!("{rule} in {file} not found:\n{}", stdout(&out)));
+        assert_eq!(hit["path"], *file);
+        assert_eq!(hit["rule_id"], *rule, "{secret}");
+        assert_eq!(
+            (hit["line"].as_u64(), hit["column"].as_u64()),
+            (Some(line), Some(column)),
+            "{secret}"
+        );
+    }
+    let private_key = found.iter().find(|f| f["rule_id"] == "private-key");
+    assert_eq!(
+        private_key.map(|f| &f["path"]),
+        Some(&"leaky/keys/id_rsa".into())
+    );
+    assert!(
+        !found.iter().any(|f| f["path"] == "leaky/notes.md"),
+        "near misses must stay quiet"
+    );
+}
+
+#[test]
+fn summary_reports_objects_and_findings_on_stderr() {
+    let out = trawl(&fixtures(), &["scan", "leaky", "--redact"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("scanned 9 of 9 objects"), "{stderr}");
+    assert!(stderr.contains("findings: 8"), "{stderr}");
+    for f in lines(&out) {
+        let secret = f["secret"].as_str().unwrap();
+        assert!(
+            secret.ends_with('…') && secret.chars().count() == 5,
+            "{secret}"
+        );
+        assert!(f.get("secret_b64").is_none());
+    }
+}
+
+#[test]
+fn opting_out_skips_and_counts_hidden_and_ignored_files() {
+    let out = trawl(
+        &fixtures(),
+        &["scan", "leaky", "--skip-hidden", "--respect-gitignore"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let found = lines(&out);
+    assert!(!found.iter().any(|f| f["path"] == "leaky/.hidden/token.txt"));
+    assert!(!found.iter().any(|f| f["path"] == "leaky/ignored.txt"));
+    assert!(stderr.contains("skipped"), "{stderr}");
+    assert!(stderr.contains("hidden"), "{stderr}");
+    assert!(stderr.contains("gitignore"), "{stderr}");
+}
+
+#[test]
+fn a_clean_folder_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("readme.txt"), "nothing to see\n").unwrap();
+    let out = trawl(dir.path(), &["scan", "."]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_missing_path_is_a_clear_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = trawl(dir.path(), &["scan", "no-such-folder"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no-such-folder") && stderr.contains("No such file"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn bad_options_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["scan", ".", "--chunk-size", "0"][..],
+        &["scan", ".", "--chunk-size", "12XB"],
+        &["scan", ".", "--cpu-workers", "0"],
+        &["scan"],
+        &["frobnicate"],
+    ] {
+        let out = trawl(dir.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.is_empty(),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn output_file_receives_the_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("findings.jsonl");
+    let out = trawl(
+        &fixtures(),
+        &["scan", "leaky/src", "-o", target.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let written = std::fs::read_to_string(&target).unwrap();
+    assert_eq!(written.lines().count(), 2, "{written}");
+}
+
+#[cfg(unix)]
+#[test]
+fn odd_files_are_scanned_not_skipped() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9-\xff.log");
+    let mut body = b"\x00\xff\xfe".to_vec();
+    body.extend_from_slice(b" ghp_R7fKq2LmX9vBn4WcT8yHs1JdP6aZe3UoQi5G\n");
+    std::fs::write(dir.path().join(name), &body).unwrap();
+    std::fs::write(dir.path().join("zero"), b"").unwrap();
+    let out = trawl(dir.path(), &["scan", "."]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found = lines(&out);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["path"], "./caf\u{fffd}-\u{fffd}.log");
+    assert!(found[0]["path_b64"].is_string());
+    assert_eq!(
+        (found[0]["line"].as_u64(), found[0]["column"].as_u64()),
+        (Some(1), Some(5))
+    );
+}
+
+#[test]
+fn a_file_of_one_long_line_is_scanned_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 100 << 20;
+    let mut body = vec![b'a'; size];
+    let secret = b"ghp_R7fKq2LmX9vBn4WcT8yHs1JdP6aZe3UoQi5G";
+    let at = size - 1000;
+    body[at - 1] = b' ';
+    body[at..at + secret.len()].copy_from_slice(secret);
+    body[at + secret.len()] = b' ';
+    std::fs::write(dir.path().join("long.txt"), &body).unwrap();
+    drop(body);
+    let out = trawl(dir.path(), &["scan", "long.txt"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found = lines(&out);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["line"], 1);
+    assert_eq!(found[0]["column"], at as u64 + 1);
+    assert_eq!(found[0]["start"], at as u64);
+}
+
+/// Runs trawl as an unprivileged user when the tests run as root, since
+/// root reads files whatever their permissions. `None` when that cannot be
+/// arranged.
+#[cfg(unix)]
+fn trawl_unprivileged(dir: &Path, args: &[&str]) -> Option<Output> {
+    let probe = dir.join(".probe");
+    std::fs::write(&probe, "x").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let root = std::fs::read(&probe).is_ok();
+    std::fs::remove_file(&probe).unwrap();
+    if !root {
+        return Some(trawl(dir, args));
+    }
+    let setpriv = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_trawl"),
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .output();
+    match setpriv {
+        Ok(out) if !String::from_utf8_lossy(&out.stderr).contains("setpriv:") => Some(out),
+        _ => None,
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn an_unreadable_file_fails_the_scan_but_keeps_other_findings() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let locked = dir.path().join("locked.txt");
+    std::fs::write(&locked, "x").unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let leak = dir.path().join("leak.txt");
+    std::fs::write(&leak, "ghp_R7fKq2LmX9vBn4WcT8yHs1JdP6aZe3UoQi5G\n").unwrap();
+    std::fs::set_permissions(&leak, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let Some(out) = trawl_unprivileged(dir.path(), &["scan", "."]) else {
+        eprintln!(
+            "notice: running as root without setpriv, permissions are not enforced; skipping"
+        );
+        return;
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(lines(&out).len(), 1, "the readable file's finding is kept");
+    assert!(
+        stderr.contains("locked.txt") && stderr.contains("failed: 1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+}

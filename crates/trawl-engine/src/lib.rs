@@ -1,0 +1,72 @@
+//! trawl's secret-detection engine: rules, keyword prefilter, regex
+//! confirmation, entropy, allowlists and fingerprints. It does no I/O: it is
+//! handed bytes and says where the secrets are.
+//!
+//! # Design
+//!
+//! Secret scanning is dominated by the cost of running dozens of regexes
+//! over every byte. Nearly every rule, however, has *keywords* — literal
+//! strings any match must contain (`ghp_`, `AKIA`, `-----BEGIN`,
+//! `password`). So a chunk is scanned in two steps:
+//!
+//! 1. one ASCII-case-insensitive [Aho-Corasick](aho_corasick) pass finds
+//!    which keywords occur at all;
+//! 2. only the rules whose keywords occurred run their regex (a
+//!    [`regex::bytes`] regex: inputs are arbitrary bytes, NUL bytes and
+//!    invalid UTF-8 included). Rules with no keyword run on every chunk;
+//!    the built-in set has none and user sets should keep them few.
+//!
+//! Most chunks contain no keyword, and cost one Aho-Corasick pass. At each
+//! regex match the secret group is resolved (capture positions are computed
+//! only there), then the entropy floor, the allowlists and inline
+//! `trawl:allow` markers decide whether to report it.
+//!
+//! Rules are data: [`RuleSet::from_toml`] reads gitleaks' TOML format
+//! unchanged, and the built-in set ([`RuleSet::builtin`]) is TOML compiled
+//! into the crate and loaded by the same code. Each built-in rule carries
+//! true-positive `examples` and `near_misses` that the tests run.
+//!
+//! # Chunking
+//!
+//! The scheduler cuts objects into chunks that overlap by at least
+//! [`ScanEngine::max_match_len`]. Every built-in rule's regex has a finite
+//! maximum match length (computed from the regex's syntax tree), which keeps
+//! that overlap small; [`Chunk::owns`] decides which chunk reports a match so
+//! the findings equal those of a whole-object scan.
+//!
+//! # Example
+//!
+//! ```
+//! use trawl_engine::{Engine, ScanEngine, fingerprint_hex};
+//!
+//! let engine = Engine::builtin();
+//! let text = b"export AWS_ACCESS_KEY_ID=AKIAZ7Q3W5E6R2T4Y6U7\n";
+//! let found = engine.scan_whole(text, b".env");
+//! assert_eq!(found.len(), 1);
+//! let rule = engine.rule_id(found[0].rule);
+//! assert_eq!(rule, "aws-access-token");
+//! let secret = &text[found[0].secret.clone()];
+//! assert_eq!(secret, b"AKIAZ7Q3W5E6R2T4Y6U7");
+//! println!("{rule} {}", fingerprint_hex(rule, secret));
+//! ```
+
+#![deny(missing_docs)]
+
+mod engine;
+mod engine_trait;
+mod entropy;
+mod error;
+mod fingerprint;
+mod rule;
+
+#[cfg(test)]
+mod matrix_tests;
+
+pub use engine::{Engine, Scratch};
+pub use engine_trait::{Chunk, ObjectContext, RawMatch, RuleIndex, ScanEngine};
+pub use entropy::shannon_entropy;
+pub use error::{Error, Result};
+pub use fingerprint::{fingerprint, fingerprint_hex};
+pub use rule::{
+    Allowlist, Condition, DEFAULT_MAX_MATCH_LEN, RegexTarget, Rule, RuleSet, RuleWarning,
+};

@@ -1,0 +1,293 @@
+//! Findings and where they go: the `EventSink` trait and the JSONL sink.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::Serialize;
+
+/// The version tag of the JSONL finding format (`docs/output.md`).
+pub const FINDING_SCHEMA: &str = "trawl.finding/1";
+
+/// A secret found in an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The id of the rule that matched (e.g. `aws-access-token`).
+    pub rule_id: String,
+    /// The object's path or URL (bytes: need not be UTF-8).
+    pub path: Arc<[u8]>,
+    /// 1-based line of the secret's first byte.
+    pub line: u64,
+    /// 1-based column of the secret's first byte, in bytes.
+    pub column: u64,
+    /// Absolute offset of the secret's first byte in the object.
+    pub start: u64,
+    /// Absolute offset just past the secret's last byte.
+    pub end: u64,
+    /// The secret itself (the rule's secret group).
+    pub secret: Vec<u8>,
+    /// SHA-256 of the rule id, a NUL byte and the secret.
+    pub fingerprint: [u8; 32],
+}
+
+/// Where a scan's findings go.
+///
+/// The scheduler calls a sink from one thread only, in the order findings
+/// are produced (completion order, not object order). A sink may be slow:
+/// the pipeline then slows down, boundedly, and loses nothing. An error
+/// stops the scan; it is reported in the `RunReport`.
+pub trait EventSink: Send {
+    /// Takes one finding.
+    fn finding(&mut self, finding: &Finding) -> io::Result<()>;
+
+    /// Called once after the last finding: flush what is buffered.
+    fn finish(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<S: EventSink + ?Sized> EventSink for Box<S> {
+    fn finding(&mut self, finding: &Finding) -> io::Result<()> {
+        (**self).finding(finding)
+    }
+    fn finish(&mut self) -> io::Result<()> {
+        (**self).finish()
+    }
+}
+
+/// Writes findings as JSON Lines in the stable `trawl.finding/1` format.
+///
+/// Each line holds `schema`, `rule_id`, `path` (UTF-8, lossy) and
+/// `path_b64` when the path is not UTF-8, `line`, `column`, `start`, `end`,
+/// `secret` and `secret_b64` when the secret is not UTF-8, and
+/// `fingerprint` (hex). With redaction, `secret` is its first 4 characters
+/// followed by `…`, and `secret_b64` is left out.
+#[derive(Debug)]
+pub struct JsonlSink<W: Write + Send> {
+    out: W,
+    redact: bool,
+    line: Vec<u8>,
+}
+
+impl<W: Write + Send> JsonlSink<W> {
+    /// A sink writing to `out`; `redact` hides all but the start of secrets.
+    pub fn new(out: W, redact: bool) -> Self {
+        JsonlSink {
+            out,
+            redact,
+            line: Vec::with_capacity(512),
+        }
+    }
+
+    /// Gives back the writer.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+#[derive(Serialize)]
+struct FindingLine<'a> {
+    schema: &'static str,
+    rule_id: &'a str,
+    path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_b64: Option<String>,
+    line: u64,
+    column: u64,
+    start: u64,
+    end: u64,
+    secret: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_b64: Option<String>,
+    fingerprint: &'a str,
+}
+
+/// `bytes` as UTF-8 (lossy), plus their base64 when they are not UTF-8.
+fn text_and_b64(bytes: &[u8]) -> (std::borrow::Cow<'_, str>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (text.into(), None),
+        Err(_) => (String::from_utf8_lossy(bytes), Some(BASE64.encode(bytes))),
+    }
+}
+
+/// The first four characters of a secret followed by `…`.
+pub fn redact(secret: &str) -> String {
+    let mut shown: String = secret.chars().take(4).collect();
+    shown.push('…');
+    shown
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+impl<W: Write + Send> EventSink for JsonlSink<W> {
+    fn finding(&mut self, f: &Finding) -> io::Result<()> {
+        let (path, path_b64) = text_and_b64(&f.path);
+        let (secret, secret_b64) = text_and_b64(&f.secret);
+        let redacted;
+        let (secret, secret_b64) = if self.redact {
+            redacted = redact(&secret);
+            (redacted.as_str(), None)
+        } else {
+            (&*secret, secret_b64)
+        };
+        let fingerprint = hex(&f.fingerprint);
+        let record = FindingLine {
+            schema: FINDING_SCHEMA,
+            rule_id: &f.rule_id,
+            path: &path,
+            path_b64,
+            line: f.line,
+            column: f.column,
+            start: f.start,
+            end: f.end,
+            secret,
+            secret_b64,
+            fingerprint: &fingerprint,
+        };
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &record)?;
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Buffers every finding and hands them to `inner`, sorted by path then
+/// offset, when the scan finishes: stable output for tests and diffs, at
+/// the cost of holding all findings in memory.
+#[derive(Debug)]
+pub struct SortingSink<S: EventSink> {
+    inner: S,
+    held: Vec<Finding>,
+}
+
+impl<S: EventSink> SortingSink<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        SortingSink {
+            inner,
+            held: Vec::new(),
+        }
+    }
+}
+
+impl<S: EventSink> EventSink for SortingSink<S> {
+    fn finding(&mut self, finding: &Finding) -> io::Result<()> {
+        self.held.push(finding.clone());
+        Ok(())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.held.sort_by(|a, b| {
+            (&a.path, a.start, a.end, &a.rule_id).cmp(&(&b.path, b.start, b.end, &b.rule_id))
+        });
+        for f in self.held.drain(..) {
+            self.inner.finding(&f)?;
+        }
+        self.inner.finish()
+    }
+}
+
+/// Collects findings in memory; for tests and library users.
+#[derive(Debug, Default, Clone)]
+pub struct VecSink {
+    /// The findings received, in order.
+    pub findings: Vec<Finding>,
+}
+
+impl EventSink for VecSink {
+    fn finding(&mut self, finding: &Finding) -> io::Result<()> {
+        self.findings.push(finding.clone());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(path: &[u8], secret: &[u8]) -> Finding {
+        Finding {
+            rule_id: "github-pat".into(),
+            path: path.into(),
+            line: 3,
+            column: 9,
+            start: 40,
+            end: 80,
+            secret: secret.to_vec(),
+            fingerprint: [0xab; 32],
+        }
+    }
+
+    fn line_of(f: &Finding, redact: bool) -> String {
+        let mut sink = JsonlSink::new(Vec::new(), redact);
+        sink.finding(f).unwrap();
+        String::from_utf8(sink.into_inner()).unwrap()
+    }
+
+    #[test]
+    fn utf8_finding_has_no_b64_fields() {
+        let line = line_of(&finding(b"src/a.rs", b"ghp_secretvalue"), false);
+        assert!(line.starts_with(
+            r#"{"schema":"trawl.finding/1","rule_id":"github-pat","path":"src/a.rs","line":3"#
+        ));
+        assert!(!line.contains("_b64"));
+        assert!(line.ends_with("\n"));
+    }
+
+    #[test]
+    fn non_utf8_path_and_secret_carry_b64() {
+        let line = line_of(&finding(b"dir/\xffname", b"ab\xfe\x00cd"), false);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["path_b64"], BASE64.encode(b"dir/\xffname"));
+        assert_eq!(v["secret_b64"], BASE64.encode(b"ab\xfe\x00cd"));
+        assert_eq!(v["path"], "dir/\u{fffd}name");
+    }
+
+    #[test]
+    fn redaction_keeps_four_characters_and_drops_b64() {
+        let line = line_of(&finding(b"a", b"ghp_secret\xff"), true);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["secret"], "ghp_…");
+        assert!(v.get("secret_b64").is_none());
+        assert!(!line.contains("secret\\u"));
+    }
+
+    #[test]
+    fn sorting_sink_orders_by_path_then_offset() {
+        let mut a = finding(b"b", b"x");
+        a.start = 5;
+        let mut b = finding(b"a", b"x");
+        b.start = 9;
+        let mut c = finding(b"a", b"x");
+        c.start = 1;
+        let mut sink = SortingSink::new(VecSink::default());
+        for f in [&a, &b, &c] {
+            sink.finding(f).unwrap();
+        }
+        sink.finish().unwrap();
+        let order: Vec<_> = sink
+            .inner
+            .findings
+            .iter()
+            .map(|f| (f.path.to_vec(), f.start))
+            .collect();
+        assert_eq!(
+            order,
+            vec![(b"a".to_vec(), 1), (b"a".to_vec(), 9), (b"b".to_vec(), 5)]
+        );
+    }
+}

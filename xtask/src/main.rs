@@ -1,0 +1,108 @@
+//! Project automation for trawl: everything cargo cannot do on its own.
+//!
+//! Reached through the `cargo xtask` alias of `.cargo/config.toml`:
+//!
+//! - `cargo xtask lint`: rustfmt check, clippy with warnings denied, and
+//!   `cargo deny` when it is installed;
+//! - `cargo xtask test`: the whole test suite, unit, integration and doc tests;
+//! - `cargo xtask ci`: `lint`, the layering check, then `test`;
+//! - `cargo xtask bench [--quick]`: the criterion benches, then the end-to-end
+//!   figures (`trawl scan` against `rg` on a generated corpus).
+//!
+//! The `tidy` checks (file headers, lints, crate layering) are tests of this
+//! crate, so `cargo test -p xtask` and `cargo xtask test` run them.
+//!
+//! Arguments are parsed by hand to keep the cold build short.
+
+mod bench;
+mod cmd;
+mod lint;
+mod test_suite;
+#[cfg(test)]
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  lint            cargo fmt --check, cargo clippy -D warnings, cargo deny (if installed)
+  test            the whole test suite (all targets, then doc tests)
+  ci              lint, the layering check, then test
+  bench [--quick] criterion benches, then trawl scan against rg on a generated corpus
+                  (--quick: short criterion runs and a 32 MiB corpus instead of 256 MiB)
+  help            this text";
+
+fn main() -> ExitCode {
+    match run(std::env::args().skip(1).collect()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Vec<String>) -> Result<()> {
+    let root = project_root();
+    let Some((command, rest)) = args.split_first() else {
+        eprintln!("{USAGE}");
+        bail!("no command given");
+    };
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match command.as_str() {
+        "lint" => {
+            no_options(command, &rest)?;
+            lint::run(&root)
+        }
+        "test" => {
+            no_options(command, &rest)?;
+            test_suite::run(&root)
+        }
+        "ci" => {
+            no_options(command, &rest)?;
+            lint::run(&root)?;
+            lint::layers(&root)?;
+            test_suite::run(&root)?;
+            eprintln!("xtask: ci passed");
+            Ok(())
+        }
+        "bench" => {
+            let quick = match rest.as_slice() {
+                [] => false,
+                ["--quick"] => true,
+                _ => bail!(
+                    "bench: unexpected arguments {rest:?}; usage: cargo xtask bench [--quick]"
+                ),
+            };
+            bench::run(&root, quick)
+        }
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprintln!("{USAGE}");
+            bail!("unknown command `{other}`")
+        }
+    }
+}
+
+fn no_options(command: &str, rest: &[&str]) -> Result<()> {
+    if !rest.is_empty() {
+        bail!("{command} takes no arguments, got {rest:?}");
+    }
+    Ok(())
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
