@@ -84,7 +84,7 @@ const MAX_FILE: usize = 4 * KIB * KIB;
 const SECRET_EVERY: u64 = 2500;
 const ENV_SECRET_EVERY: u64 = 60;
 /// One ordinary line in this many names a credential without holding one.
-const KEYWORD_LINE_EVERY: u64 = 60;
+const KEYWORD_LINE_EVERY: u64 = 100;
 
 /// SplitMix64: tiny, fast, and good enough for test data.
 #[derive(Debug, Clone)]
@@ -140,7 +140,7 @@ const WORDS: &[&str] = &[
     "layer", "limit", "list", "loader", "manager", "message", "node", "offset", "order", "output",
     "page", "parser", "path", "payload", "pool", "queue", "reader", "record", "region", "request",
     "response", "result", "route", "schema", "session", "shard", "source", "state", "store",
-    "stream", "table", "task", "timer", "user", "value", "view", "worker", "writer", "bucket",
+    "stream", "table", "step", "timer", "user", "value", "view", "worker", "writer", "bucket",
     "object", "chunk", "report", "metric", "status", "retry",
 ];
 const TOP_DIRS: &[&str] = &[

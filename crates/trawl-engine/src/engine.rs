@@ -182,6 +182,13 @@ impl Engine {
         &self.rules
     }
 
+    /// Caveats from loading the rules (see [`RuleSet::warnings`]), such as
+    /// unbounded rules capped at
+    /// [`DEFAULT_MAX_MATCH_LEN`](crate::DEFAULT_MAX_MATCH_LEN).
+    pub fn warnings(&self) -> &[crate::RuleWarning] {
+        self.rules.warnings()
+    }
+
     /// The rule a [`RuleIndex`] reported by this engine stands for.
     ///
     /// # Panics
@@ -190,7 +197,8 @@ impl Engine {
     pub fn rule(&self, index: RuleIndex) -> &Rule {
         self.rules
             .iter()
-            .nth(index.0 as usize)
+            .as_slice()
+            .get(index.0 as usize)
             .expect("RuleIndex from another engine")
     }
 
@@ -394,5 +402,39 @@ impl ScanEngine for Engine {
 
     fn rule_id(&self, rule: RuleIndex) -> &str {
         self.rule(rule).id()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_window_stops_at_newlines() {
+        let buf = b"a=1\nkey = SECRET # note\nnext";
+        let span = 4..16;
+        let secret = 10..16;
+        let (start, end) = line_window(buf, &span, &secret);
+        assert_eq!(start, 4);
+        assert_eq!(&buf[start..end], b"key = SECRET # note\n");
+    }
+
+    #[test]
+    fn line_window_is_capped_and_stays_inside_buf() {
+        let mut buf = vec![b'x'; 1000];
+        buf[500..506].copy_from_slice(b"SECRET");
+        let (start, end) = line_window(&buf, &(500..506), &(500..506));
+        assert_eq!((start, end), (500 - LINE_WINDOW, 506 + LINE_WINDOW));
+        let (start, end) = line_window(&buf[..600], &(10..16), &(10..16));
+        assert_eq!((start, end), (0, 16 + LINE_WINDOW));
+        let (_, end) = line_window(&buf[..520], &(500..506), &(500..506));
+        assert_eq!(end, 520);
+    }
+
+    #[test]
+    fn the_ownership_end_is_never_before_the_match_end() {
+        let buf = b"k=SECRET\nstill the match\n";
+        let (_, end) = line_window(buf, &(0..20), &(2..8));
+        assert_eq!(end, 20);
     }
 }

@@ -134,3 +134,34 @@ pub trait ScanEngine: Send + Sync + 'static {
         matches.dedup_by(|later, kept| later.secret == kept.secret);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(buf: &[u8], payload_start: usize, is_last: bool) -> Chunk<'_> {
+        Chunk {
+            buf,
+            payload_start,
+            offset: 0,
+            is_last,
+            object: ObjectContext {
+                display: b"",
+                size: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn owned_ends_partition_the_object() {
+        // Object of 20 bytes, payloads [0, 10) and [10, 20), overlap 4.
+        let data = [0u8; 20];
+        let first = chunk(&data[..10], 0, false);
+        let second = chunk(&data[6..], 4, true);
+        for end in 1..=20usize {
+            let in_first = first.owns(&(0..end)) && end <= 10;
+            let in_second = end >= 6 && second.owns(&(0..end - 6));
+            assert!(in_first != in_second, "end {end}: {in_first} {in_second}");
+        }
+    }
+}
