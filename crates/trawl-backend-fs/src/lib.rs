@@ -67,6 +67,12 @@ pub struct FsOptions {
     pub threads: usize,
     /// Skip files larger than this many bytes (default: no limit).
     pub max_file_size: Option<u64>,
+    /// Files never to scan, such as the scan's own output file (which
+    /// would otherwise be read while it is written, and report every secret
+    /// twice). Matched by identity (device and inode), so any path to the
+    /// same file is excluded; each is counted as skipped. Paths that do not
+    /// exist are ignored.
+    pub exclude: Vec<PathBuf>,
 }
 
 /// A [`RemoteBackend`] over local folders and files.

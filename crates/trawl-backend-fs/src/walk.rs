@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -157,6 +158,12 @@ fn start(roots: &[PathBuf], options: &FsOptions) -> Result<Walk> {
         tx,
         stop: Arc::clone(&stop),
         max_file_size: options.max_file_size,
+        excluded: options
+            .exclude
+            .iter()
+            .filter_map(|path| std::fs::metadata(path).ok())
+            .map(|m| (m.dev(), m.ino()))
+            .collect(),
     };
     std::thread::Builder::new()
         .name("trawl-fs-walk".into())
@@ -182,6 +189,8 @@ struct Visit {
     tx: Sender<Item>,
     stop: Arc<AtomicBool>,
     max_file_size: Option<u64>,
+    /// (device, inode) of the files never to scan.
+    excluded: Arc<[(u64, u64)]>,
 }
 
 impl Visit {
@@ -225,6 +234,9 @@ impl Visit {
             return skip(SkipReason::NotRegularFile);
         }
         let size = match dent.metadata() {
+            Ok(metadata) if self.excluded.contains(&(metadata.dev(), metadata.ino())) => {
+                return skip(SkipReason::Other("excluded: trawl's own output".into()));
+            }
             Ok(metadata) => metadata.len(),
             Err(err) => {
                 return skip(SkipReason::Unreadable(format!(

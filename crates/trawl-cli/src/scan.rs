@@ -106,6 +106,12 @@ impl ScanArgs {
             follow_symlinks: self.follow_symlinks,
             threads: 0,
             max_file_size: self.max_file_size.map(|s| s as u64),
+            exclude: self
+                .output
+                .iter()
+                .filter(|p| p.as_os_str() != "-")
+                .cloned()
+                .collect(),
         }
     }
 }
@@ -118,6 +124,8 @@ pub(crate) fn run(args: ScanArgs) -> Result<u8> {
         .validate(trawl::ScanEngine::max_match_len(&engine))
         .context("invalid option")?;
     let backend = FsBackend::new(args.paths.clone(), args.fs_options())?;
+    // Created before the walk starts (in `scan_remote`), so that the walk
+    // recognises the output file and leaves it out.
     let out = open_output(args.output.as_ref())?;
     let jsonl = JsonlSink::new(out, args.redact);
     let mut sink: Box<dyn EventSink> = if args.sort {

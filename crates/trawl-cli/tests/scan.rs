@@ -215,6 +215,24 @@ fn output_file_receives_the_findings() {
     assert_eq!(written.lines().count(), 2, "{written}");
 }
 
+#[test]
+fn the_output_file_inside_the_scanned_folder_is_not_scanned() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("leak.txt"),
+        "ghp_R7fKq2LmX9vBn4WcT8yHs1JdP6aZe3UoQi5G\n",
+    )
+    .unwrap();
+    // Left over from an earlier run: it holds the secret too.
+    let earlier = trawl(dir.path(), &["scan", "leak.txt"]);
+    std::fs::write(dir.path().join("findings.jsonl"), &earlier.stdout).unwrap();
+    let out = trawl(dir.path(), &["scan", ".", "-o", "findings.jsonl"]);
+    assert_eq!(out.status.code(), Some(1));
+    let written = std::fs::read_to_string(dir.path().join("findings.jsonl")).unwrap();
+    assert_eq!(written.lines().count(), 1, "{written}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("trawl's own output"));
+}
+
 #[cfg(unix)]
 #[test]
 fn odd_files_are_scanned_not_skipped() {
