@@ -22,6 +22,9 @@ const CORPUS_SEED: u64 = 1;
 const CORPUS_MARKER: &str = ".trawl-bench-corpus";
 /// Each end-to-end command runs this many times; the best wall time counts.
 const RUNS: usize = 2;
+/// The buffer settings `trawl scan` is run with, so the budget is known.
+const POOL_BUFFERS: u64 = 64;
+const CHUNK_KIB: u64 = 256;
 
 /// Runs the benches; `quick` shortens criterion and uses a 32 MiB corpus.
 pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
@@ -32,7 +35,14 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
     }
     run_step("bench: criterion", &mut criterion)?;
     let target = target_dir(root);
-    let engine = engine_figures(&target.join("criterion"));
+    let criterion_dir = target.join("criterion");
+    let engine = criterion_ratio(&criterion_dir, "engine", "builtin_rules", "memmem_ceiling");
+    let pipeline = criterion_ratio(
+        &criterion_dir,
+        "pipeline",
+        "scan_remote_null_engine",
+        "copy_baseline",
+    );
 
     let size_mib: u64 = if quick { 32 } else { 256 };
     let work = target.join("bench-corpus");
@@ -63,6 +73,8 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
     trawl
         .arg("scan")
         .arg(&corpus)
+        .args(["--pool-buffers", &POOL_BUFFERS.to_string()])
+        .args(["--chunk-size", &format!("{CHUNK_KIB}KiB")])
         .arg("--output")
         .arg(&findings);
     let trawl_runner = Runner::new("trawl scan", trawl, &[0, 1], work.join("trawl.stderr"));
@@ -98,7 +110,14 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
         .map(|text| text.lines().filter(|line| !line.trim().is_empty()).count())
         .ok();
 
-    print_report(size_mib, &summary, engine.as_ref(), &rows, found);
+    print_report(
+        size_mib,
+        &summary,
+        engine.as_ref(),
+        pipeline.as_ref(),
+        &rows,
+        found,
+    );
     Ok(())
 }
 
@@ -230,28 +249,34 @@ impl Row {
     }
 }
 
-/// Mean throughputs of the criterion engine benches, in bytes per second.
-struct EngineFigures {
-    builtin: f64,
-    ceiling: f64,
+/// A criterion bench's mean throughput against its same-run baseline, in
+/// bytes per second.
+struct Ratio {
+    subject: f64,
+    baseline: f64,
 }
 
-/// Reads criterion's `estimates.json`/`benchmark.json` of the engine group;
-/// `None` (with a notice) when they are missing or unreadable.
-fn engine_figures(criterion_dir: &Path) -> Option<EngineFigures> {
+/// Reads criterion's `estimates.json`/`benchmark.json` of `subject` and
+/// `baseline` in `group`; `None` (with a notice) when they are missing.
+fn criterion_ratio(
+    criterion_dir: &Path,
+    group: &str,
+    subject: &str,
+    baseline: &str,
+) -> Option<Ratio> {
     let throughput = |bench: &str| -> Option<f64> {
-        let dir = criterion_dir.join("engine").join(bench).join("new");
+        let dir = criterion_dir.join(group).join(bench).join("new");
         let estimates = fs::read_to_string(dir.join("estimates.json")).ok()?;
         let benchmark = fs::read_to_string(dir.join("benchmark.json")).ok()?;
         let mean_ns = json_number_after(&estimates, &["\"mean\"", "\"point_estimate\""])?;
         let bytes = json_number_after(&benchmark, &["\"throughput\"", "\"Bytes\""])?;
         (mean_ns > 0.0).then(|| bytes / mean_ns * 1e9)
     };
-    let figures = throughput("builtin_rules").zip(throughput("memmem_ceiling"));
+    let figures = throughput(subject).zip(throughput(baseline));
     if figures.is_none() {
-        eprintln!("xtask: no criterion estimates for the engine group: leaving them out");
+        eprintln!("xtask: no criterion estimates for {group}/{subject}: leaving them out");
     }
-    figures.map(|(builtin, ceiling)| EngineFigures { builtin, ceiling })
+    figures.map(|(subject, baseline)| Ratio { subject, baseline })
 }
 
 /// The number after the last of `keys`, each searched after the previous:
@@ -271,7 +296,8 @@ fn json_number_after(text: &str, keys: &[&str]) -> Option<f64> {
 fn print_report(
     size_mib: u64,
     corpus: &CorpusInfo,
-    engine: Option<&EngineFigures>,
+    engine: Option<&Ratio>,
+    pipeline: Option<&Ratio>,
     rows: &[Row],
     found: Option<usize>,
 ) {
@@ -281,9 +307,18 @@ fn print_report(
         println!(
             "engine (criterion, one core): built-in rules {:.0} MB/s, memmem ceiling {:.0} MB/s, \
              ratio {:.3}",
-            engine.builtin / MB,
-            engine.ceiling / MB,
-            engine.builtin / engine.ceiling
+            engine.subject / MB,
+            engine.baseline / MB,
+            engine.subject / engine.baseline
+        );
+    }
+    if let Some(pipeline) = pipeline {
+        println!(
+            "pipeline (criterion, all cores, engine that finds nothing): {:.0} MB/s, \
+             one-thread copy {:.0} MB/s, ratio {:.3}",
+            pipeline.subject / MB,
+            pipeline.baseline / MB,
+            pipeline.subject / pipeline.baseline
         );
     }
     println!(
@@ -319,6 +354,11 @@ fn print_report(
             ratio
         );
     }
+    println!(
+        "trawl's buffer budget: {POOL_BUFFERS} × ({CHUNK_KIB} KiB + the engine's overlap) ≥ {:.1} MiB; \
+         peak RSS above it is the fixed overhead",
+        (POOL_BUFFERS * CHUNK_KIB) as f64 / 1024.0
+    );
     if let Some(found) = found {
         println!(
             "trawl reported {found} findings; the corpus has {} planted secrets",
