@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use memchr::memmem;
-use trawl_engine::{Chunk, Engine, ObjectContext, RawMatch, ScanEngine};
+use trawl_engine::{Engine, RawMatch, ScanEngine, chunks};
 
 const CORPUS_LEN: usize = 4 << 20;
 const CHUNK_LEN: usize = 256 << 10;
@@ -23,26 +23,11 @@ fn scan_chunked(
     scratch: &mut <Engine as ScanEngine>::Scratch,
     out: &mut Vec<RawMatch>,
 ) -> usize {
-    let overlap = engine.max_match_len();
     let mut found = 0;
-    let mut start = 0;
-    while start < data.len() {
-        let end = (start + CHUNK_LEN).min(data.len());
-        let buf_start = start.saturating_sub(overlap);
-        let chunk = Chunk {
-            buf: &data[buf_start..end],
-            payload_start: start - buf_start,
-            offset: buf_start as u64,
-            is_last: end == data.len(),
-            object: ObjectContext {
-                display: b"bench/corpus.txt",
-                size: data.len() as u64,
-            },
-        };
+    for chunk in chunks(data, b"bench/corpus.txt", CHUNK_LEN, engine.max_match_len()) {
         out.clear();
         engine.scan_chunk_into(&chunk, scratch, out);
         found += out.len();
-        start = end;
     }
     found
 }

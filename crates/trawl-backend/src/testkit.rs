@@ -36,6 +36,32 @@ use std::time::Duration;
 
 use crate::{ErrorClass, RemoteBackend, RemoteObject, SkipReason, SkippedObject};
 
+/// The parts of `RemoteBackend` that every fault-injecting backend forwards
+/// to its inner [`MockBackend`] unchanged: everything but `fetch_range`.
+macro_rules! delegate_to_mock {
+    () => {
+        type Object = MockObject;
+        type Cursor = MockCursor;
+        type Error = TestError;
+
+        fn list_page(
+            &self,
+            cursor: &mut MockCursor,
+            max: usize,
+        ) -> Result<Vec<RemoteObject<MockObject>>, TestError> {
+            self.inner.list_page(cursor, max)
+        }
+
+        fn classify_error(&self, err: &TestError) -> ErrorClass {
+            err.kind().class()
+        }
+
+        fn take_skipped(&self, cursor: &mut MockCursor) -> Vec<SkippedObject> {
+            self.inner.take_skipped(cursor)
+        }
+    };
+}
+
 /// How a [`TestError`] is classified by the testkit backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TestErrorKind {
@@ -425,17 +451,7 @@ impl RetryBackend {
 }
 
 impl RemoteBackend for RetryBackend {
-    type Object = MockObject;
-    type Cursor = MockCursor;
-    type Error = TestError;
-
-    fn list_page(
-        &self,
-        cursor: &mut MockCursor,
-        max: usize,
-    ) -> Result<Vec<RemoteObject<MockObject>>, TestError> {
-        self.inner.list_page(cursor, max)
-    }
+    delegate_to_mock!();
 
     fn fetch_range(
         &self,
@@ -457,14 +473,6 @@ impl RemoteBackend for RetryBackend {
             ));
         }
         Ok(MockBackend::read_exact(obj, start, dst))
-    }
-
-    fn classify_error(&self, err: &TestError) -> ErrorClass {
-        err.kind().class()
-    }
-
-    fn take_skipped(&self, cursor: &mut MockCursor) -> Vec<SkippedObject> {
-        self.inner.take_skipped(cursor)
     }
 }
 
@@ -502,17 +510,7 @@ impl PartialReadBackend {
 }
 
 impl RemoteBackend for PartialReadBackend {
-    type Object = MockObject;
-    type Cursor = MockCursor;
-    type Error = TestError;
-
-    fn list_page(
-        &self,
-        cursor: &mut MockCursor,
-        max: usize,
-    ) -> Result<Vec<RemoteObject<MockObject>>, TestError> {
-        self.inner.list_page(cursor, max)
-    }
+    delegate_to_mock!();
 
     fn fetch_range(
         &self,
@@ -523,14 +521,6 @@ impl RemoteBackend for PartialReadBackend {
         let _guard = self.inner.enter_fetch();
         let required = MockBackend::read_exact(obj, start, dst);
         Ok(required / 2)
-    }
-
-    fn classify_error(&self, err: &TestError) -> ErrorClass {
-        err.kind().class()
-    }
-
-    fn take_skipped(&self, cursor: &mut MockCursor) -> Vec<SkippedObject> {
-        self.inner.take_skipped(cursor)
     }
 }
 
@@ -564,17 +554,7 @@ impl PermanentErrorBackend {
 }
 
 impl RemoteBackend for PermanentErrorBackend {
-    type Object = MockObject;
-    type Cursor = MockCursor;
-    type Error = TestError;
-
-    fn list_page(
-        &self,
-        cursor: &mut MockCursor,
-        max: usize,
-    ) -> Result<Vec<RemoteObject<MockObject>>, TestError> {
-        self.inner.list_page(cursor, max)
-    }
+    delegate_to_mock!();
 
     fn fetch_range(
         &self,
@@ -590,14 +570,6 @@ impl RemoteBackend for PermanentErrorBackend {
                 display_of(obj)
             ),
         ))
-    }
-
-    fn classify_error(&self, err: &TestError) -> ErrorClass {
-        err.kind().class()
-    }
-
-    fn take_skipped(&self, cursor: &mut MockCursor) -> Vec<SkippedObject> {
-        self.inner.take_skipped(cursor)
     }
 }
 

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 /// Find leaked credentials (cloud keys, tokens, private keys) in folders and
 /// object stores.
 #[derive(Debug, Parser)]
-#[command(name = "trawl", version, about, long_about = None)]
+#[command(name = "trawl", version, long_about = None)]
 #[command(
     after_help = "Examples:\n  trawl scan .                       scan the current folder, findings as JSONL on stdout\n  trawl scan ./repo --redact --sort  hide secrets, sort findings by path and offset\n  trawl scan ./dumps -o findings.jsonl\n\nExit codes: 0 nothing found, 1 findings, 2 usage error or incomplete scan."
 )]

@@ -64,6 +64,59 @@ impl<'a> Chunk<'a> {
     }
 }
 
+/// Cuts `data`, one whole object in memory, into the chunks a scheduler
+/// would give an engine: `chunk_size` payload bytes each, preceded by up to
+/// `overlap` bytes of what came before. With `overlap` at least the
+/// engine's [`max_match_len`](ScanEngine::max_match_len), scanning every
+/// chunk finds what scanning `data` whole finds (for secrets delimited by
+/// non-token bytes). Yields at least one chunk, the last with `is_last`.
+///
+/// ```
+/// use trawl_engine::{Engine, ScanEngine, chunks};
+///
+/// let engine = Engine::builtin();
+/// let data = b"x = 1\ntoken: ghp_R7fKq2LmX9vBn4WcT8yHs1JdP6aZe3UoQi5G\n".repeat(100);
+/// let (mut scratch, mut out) = (engine.new_scratch(), Vec::new());
+/// let mut found = 0;
+/// for chunk in chunks(&data, b"big.txt", 1000, engine.max_match_len()) {
+///     out.clear();
+///     engine.scan_chunk_into(&chunk, &mut scratch, &mut out);
+///     // `github-pat` and `generic-api-key` both match each token: keep one.
+///     engine.dedupe_within_chunk(&mut out);
+///     found += out.len();
+/// }
+/// assert_eq!(found, 100);
+/// ```
+///
+/// # Panics
+///
+/// If `chunk_size` is 0.
+pub fn chunks<'a>(
+    data: &'a [u8],
+    display: &'a [u8],
+    chunk_size: usize,
+    overlap: usize,
+) -> impl Iterator<Item = Chunk<'a>> {
+    assert!(chunk_size > 0, "chunks need a chunk size of at least 1");
+    let mut start = Some(0usize);
+    std::iter::from_fn(move || {
+        let payload = start?;
+        let end = payload.saturating_add(chunk_size).min(data.len());
+        let buf_start = payload.saturating_sub(overlap);
+        start = (end < data.len()).then_some(end);
+        Some(Chunk {
+            buf: &data[buf_start..end],
+            payload_start: payload - buf_start,
+            offset: buf_start as u64,
+            is_last: end == data.len(),
+            object: ObjectContext {
+                display,
+                size: data.len() as u64,
+            },
+        })
+    })
+}
+
 /// A match reported by an engine, in coordinates of the chunk's `buf`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawMatch {

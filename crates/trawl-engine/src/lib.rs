@@ -63,7 +63,7 @@ mod rule;
 mod matrix_tests;
 
 pub use engine::{Engine, Scratch};
-pub use engine_trait::{Chunk, ObjectContext, RawMatch, RuleIndex, ScanEngine};
+pub use engine_trait::{Chunk, ObjectContext, RawMatch, RuleIndex, ScanEngine, chunks};
 pub use entropy::shannon_entropy;
 pub use error::{Error, Result};
 pub use fingerprint::{fingerprint, fingerprint_hex};

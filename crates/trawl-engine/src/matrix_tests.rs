@@ -3,7 +3,7 @@
 //! every rule on every chunk) gives the same findings.
 
 use crate::engine::Candidates;
-use crate::{Chunk, Engine, ObjectContext, RawMatch, ScanEngine};
+use crate::{Engine, RawMatch, ScanEngine, chunks};
 
 /// Scans `data` cut into chunks of `chunk_size` payload bytes, each preceded
 /// by up to `overlap` bytes of the previous chunk, and returns the findings
@@ -17,20 +17,7 @@ fn scan_chunked(
     let mut scratch = engine.new_scratch();
     let mut all = Vec::new();
     let mut out: Vec<RawMatch> = Vec::new();
-    let mut start = 0;
-    loop {
-        let end = (start + chunk_size).min(data.len());
-        let buf_start = start.saturating_sub(overlap);
-        let chunk = Chunk {
-            buf: &data[buf_start..end],
-            payload_start: start - buf_start,
-            offset: buf_start as u64,
-            is_last: end == data.len(),
-            object: ObjectContext {
-                display: b"matrix.txt",
-                size: data.len() as u64,
-            },
-        };
+    for chunk in chunks(data, b"matrix.txt", chunk_size, overlap) {
         out.clear();
         engine.scan_chunk_into(&chunk, &mut scratch, &mut out);
         engine.dedupe_within_chunk(&mut out);
@@ -44,10 +31,6 @@ fn scan_chunked(
                 m.secret.start as u64 + off..m.secret.end as u64 + off,
             ));
         }
-        if end == data.len() {
-            break;
-        }
-        start = end;
     }
     all.sort_by(|a, b| (a.2.start, a.2.end, &a.0).cmp(&(b.2.start, b.2.end, &b.0)));
     all

@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use proptest::prelude::*;
-use trawl_engine::{Chunk, Engine, ObjectContext, RawMatch, RuleSet, ScanEngine};
+use trawl_engine::{Engine, RawMatch, RuleSet, ScanEngine, chunks};
 
 type Finding = (String, Range<u64>, Range<u64>);
 
@@ -37,28 +37,11 @@ fn scan_chunked(engine: &Engine, data: &[u8], chunk_size: usize, overlap: usize)
     let mut scratch = engine.new_scratch();
     let mut out = Vec::new();
     let mut all = Vec::new();
-    let mut start = 0;
-    loop {
-        let end = (start + chunk_size).min(data.len());
-        let buf_start = start.saturating_sub(overlap);
-        let chunk = Chunk {
-            buf: &data[buf_start..end],
-            payload_start: start - buf_start,
-            offset: buf_start as u64,
-            is_last: end == data.len(),
-            object: ObjectContext {
-                display: b"obj.txt",
-                size: data.len() as u64,
-            },
-        };
+    for chunk in chunks(data, b"obj.txt", chunk_size, overlap) {
         out.clear();
         engine.scan_chunk_into(&chunk, &mut scratch, &mut out);
         engine.dedupe_within_chunk(&mut out);
         all.extend(absolute(engine, chunk.offset, &out));
-        if chunk.is_last {
-            break;
-        }
-        start = end;
     }
     sorted(all)
 }

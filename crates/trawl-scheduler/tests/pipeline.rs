@@ -45,20 +45,21 @@ fn small_config() -> RemoteConfig {
 }
 
 /// Runs a scan on another thread and fails the test if it takes longer
-/// than `limit`: a deadlock shows up as a failure, not a hung test.
+/// than `limit`: a deadlock shows up as a failure, not a hung test. Gives
+/// back the backend and the sink for their counters.
 fn run_within<B: RemoteBackend, S: EventSink + 'static>(
     backend: B,
     config: RemoteConfig,
     mut sink: S,
     control: Arc<ScanControl>,
     limit: Duration,
-) -> (RunReport, S) {
+) -> (RunReport, S, B) {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let report = scan_remote(engine(), &backend, &config, &mut sink, &control);
-        let _ = tx.send((report, sink));
+        let _ = tx.send((report, sink, backend));
     });
-    let (report, sink) = rx
+    let (report, sink, backend) = rx
         .recv_timeout(limit)
         .expect("the scan did not finish in time");
     let report = report.expect("a valid configuration");
@@ -66,18 +67,27 @@ fn run_within<B: RemoteBackend, S: EventSink + 'static>(
         report.adds_up(),
         "discovered ≠ completed + failed + skipped: {report:#?}"
     );
-    (report, sink)
+    (report, sink, backend)
 }
 
-fn scan<B: RemoteBackend>(backend: B, config: RemoteConfig) -> (RunReport, Vec<Finding>) {
-    let (report, sink) = run_within(
+/// Scans with a fresh control and a 60 s limit; findings and backend back.
+fn scan_keeping<B: RemoteBackend>(
+    backend: B,
+    config: RemoteConfig,
+) -> (RunReport, Vec<Finding>, B) {
+    let (report, sink, backend) = run_within(
         backend,
         config,
         VecSink::default(),
         Arc::new(ScanControl::new()),
         Duration::from_secs(60),
     );
-    (report, sink.findings)
+    (report, sink.findings, backend)
+}
+
+fn scan<B: RemoteBackend>(backend: B, config: RemoteConfig) -> (RunReport, Vec<Finding>) {
+    let (report, findings, _) = scan_keeping(backend, config);
+    (report, findings)
 }
 
 fn secrets(findings: &[Finding]) -> Vec<(String, String, u64, u64)> {
@@ -215,22 +225,12 @@ fn partial_reads_cause_object_failure() {
 #[test]
 fn permanent_errors_cause_immediate_failure() {
     let backend = PermanentErrorBackend::new(vec![("a", "xx"), ("b", "yy")]);
-    let (tx, rx) = mpsc::channel();
-    let config = small_config();
-    std::thread::spawn(move || {
-        let report = scan_remote(
-            engine(),
-            &backend,
-            &config,
-            &mut VecSink::default(),
-            &ScanControl::new(),
-        );
-        let _ = tx.send((report, backend.mock().fetch_calls()));
-    });
-    let (report, calls) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
-    let report = report.unwrap();
-    assert!(report.adds_up());
-    assert_eq!(calls, 2, "one fetch per object, no retry");
+    let (report, _, backend) = scan_keeping(backend, small_config());
+    assert_eq!(
+        backend.mock().fetch_calls(),
+        2,
+        "one fetch per object, no retry"
+    );
     assert_eq!(report.io.objects_failed, 2);
     assert_eq!(report.io.retries, 0);
     assert!(
@@ -244,22 +244,8 @@ fn permanent_errors_cause_immediate_failure() {
 #[test]
 fn retryable_errors_exhaust_attempts() {
     let backend = RetryBackend::new(vec![("a", "hello")], 100);
-    let (tx, rx) = mpsc::channel();
-    let config = small_config();
-    std::thread::spawn(move || {
-        let report = scan_remote(
-            engine(),
-            &backend,
-            &config,
-            &mut VecSink::default(),
-            &ScanControl::new(),
-        );
-        let _ = tx.send((report, backend.attempts(0)));
-    });
-    let (report, attempts) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
-    let report = report.unwrap();
-    assert!(report.adds_up());
-    assert_eq!(attempts, 4, "max_attempts of the default policy");
+    let (report, _, backend) = scan_keeping(backend, small_config());
+    assert_eq!(backend.attempts(0), 4, "max_attempts of the default policy");
     assert_eq!(report.io.objects_failed, 1);
     assert_eq!(report.failed[0].kind, FailureKind::RetriesExhausted);
     assert_eq!(report.io.retries, 3);
@@ -429,7 +415,7 @@ fn a_slow_sink_slows_the_scan_but_loses_nothing() {
         delay: Duration::from_millis(1),
         seen: Vec::new(),
     };
-    let (report, sink) = run_within(
+    let (report, sink, _) = run_within(
         MockBackend::new(objects),
         config,
         sink,
@@ -456,7 +442,7 @@ fn a_stopped_scan_ends_quickly_and_adds_up() {
         })
     };
     let started = Instant::now();
-    let (report, _) = run_within(
+    let (report, _, _) = run_within(
         backend,
         small_config(),
         VecSink::default(),
@@ -493,7 +479,7 @@ fn a_failing_sink_stops_the_scan_with_a_reason() {
     let objects: Vec<(String, String)> = (0..50)
         .map(|i| (format!("o{i}"), format!("{GITHUB_PAT}\n")))
         .collect();
-    let (report, _) = run_within(
+    let (report, _, _) = run_within(
         MockBackend::new(objects),
         small_config(),
         BrokenSink,
@@ -574,22 +560,8 @@ fn no_buffer_is_held_while_sleeping_in_a_backoff() {
         },
         ..small_config()
     };
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let report = scan_remote(
-            engine(),
-            &probe,
-            &config,
-            &mut VecSink::default(),
-            &ScanControl::new(),
-        );
-        let _ = tx.send((
-            report,
-            probe.fast_fetched_during_backoff.load(Ordering::SeqCst),
-        ));
-    });
-    let (report, during) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
-    let report = report.unwrap();
+    let (report, _, probe) = scan_keeping(probe, config);
+    let during = probe.fast_fetched_during_backoff.load(Ordering::SeqCst);
     assert!(report.is_complete(), "{report:#?}");
     assert_eq!(
         during, 1,
