@@ -95,7 +95,7 @@ where
             let (rx, tx) = (object_rx.clone(), task_tx.clone());
             let shared = &shared;
             spawn(scope, &format!("trawl-io-{io}"), move || {
-                io_thread(shared, rx, tx)
+                io_thread(shared, io, rx, tx)
             })?;
         }
         drop((object_rx, task_tx));
@@ -303,10 +303,12 @@ fn list_with_retry<E, B: RemoteBackend>(
 
 fn io_thread<'a, E: ScanEngine, B: RemoteBackend>(
     shared: &Shared<'a, E, B>,
+    index: usize,
     objects: Receiver<WorkItem<B::Object>>,
     tasks: Sender<ScanTask<'a>>,
 ) {
-    let mut rng = Rng::new(shared.config.seed ^ thread_seed());
+    // One generator per I/O thread, each seeded from the configured seed.
+    let mut rng = Rng::new(shared.config.seed.wrapping_add(index as u64));
     let mut tail = Vec::with_capacity(shared.overlap);
     for item in objects {
         let state = Arc::new(ObjectState {
@@ -325,11 +327,6 @@ fn io_thread<'a, E: ScanEngine, B: RemoteBackend>(
     }
 }
 
-fn thread_seed() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(thread::current().id())
-}
-
 /// Fetches one object chunk by chunk, handing each chunk to the CPU workers.
 /// Ends the object as failed or skipped on the way if it must.
 fn fetch_object<'a, E: ScanEngine, B: RemoteBackend>(
@@ -345,6 +342,10 @@ fn fetch_object<'a, E: ScanEngine, B: RemoteBackend>(
     let mut position = LinePosition::START;
     tail.clear();
     while offset < object.size {
+        if state.ended.load(Ordering::Relaxed) {
+            // A CPU worker failed an earlier chunk: the rest is not needed.
+            return;
+        }
         if shared.stopped() {
             return state.skip(SkipReason::Stopped);
         }

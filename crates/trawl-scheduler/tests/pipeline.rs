@@ -583,3 +583,57 @@ fn unreadable_entries_count_as_failed_not_skipped() {
     assert!(report.failed[0].message.contains("Permission denied"));
     assert!(!report.is_complete());
 }
+
+/// An engine with a bug: it panics on chunks that contain `boom`.
+struct PanickyEngine;
+
+impl trawl_engine::ScanEngine for PanickyEngine {
+    type Scratch = ();
+
+    fn max_match_len(&self) -> usize {
+        16
+    }
+
+    fn new_scratch(&self) {}
+
+    fn scan_chunk_into(
+        &self,
+        chunk: &trawl_engine::Chunk<'_>,
+        _: &mut (),
+        _: &mut Vec<trawl_engine::RawMatch>,
+    ) {
+        assert!(!chunk.buf.windows(4).any(|w| w == b"boom"), "engine bug");
+    }
+
+    fn rule_id(&self, _: trawl_engine::RuleIndex) -> &str {
+        "none"
+    }
+}
+
+#[test]
+fn an_engine_panic_fails_that_object_only() {
+    let backend = MockBackend::new(vec![
+        ("ok", "fine\n".repeat(100)),
+        ("bad", "x boom y".into()),
+    ]);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let report = scan_remote(
+            &PanickyEngine,
+            &backend,
+            &small_config(),
+            &mut VecSink::default(),
+            &ScanControl::new(),
+        );
+        let _ = tx.send(report);
+    });
+    let report = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("finished")
+        .expect("valid config");
+    assert!(report.adds_up(), "{report:#?}");
+    assert_eq!(report.io.objects_completed, 1);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].display, b"bad");
+    assert_eq!(report.failed[0].kind, FailureKind::Internal);
+}
