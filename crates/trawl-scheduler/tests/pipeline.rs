@@ -500,6 +500,8 @@ fn a_failing_sink_stops_the_scan_with_a_reason() {
 /// Object "slow" fails once and then waits a long backoff; object "fast"
 /// must be fetched during that wait, through the one pooled buffer. If the
 /// buffer were held while sleeping, "fast" would wait for the whole backoff.
+/// Until "slow" has failed, "fast" answers with short throttles (which use
+/// no attempt), so the order of the two does not depend on thread timing.
 struct SleepProbe {
     inner: MockBackend,
     slow_failed: AtomicUsize,
@@ -529,9 +531,22 @@ impl RemoteBackend for SleepProbe {
             if self.slow_failed.fetch_add(1, Ordering::SeqCst) == 0 {
                 return Err(TestError::new(TestErrorKind::Retryable, "first try fails"));
             }
-        } else if self.slow_failed.load(Ordering::SeqCst) == 1 {
-            self.fast_fetched_during_backoff
-                .fetch_add(1, Ordering::SeqCst);
+        } else {
+            match self.slow_failed.load(Ordering::SeqCst) {
+                0 => {
+                    return Err(TestError::new(
+                        TestErrorKind::Throttled {
+                            retry_after: Some(Duration::from_millis(5)),
+                        },
+                        "wait for slow to fail first",
+                    ));
+                }
+                1 => {
+                    self.fast_fetched_during_backoff
+                        .fetch_add(1, Ordering::SeqCst);
+                }
+                _ => {}
+            }
         }
         self.inner.fetch_range(obj, start, dst)
     }
