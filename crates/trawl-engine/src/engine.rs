@@ -5,7 +5,8 @@ use std::ops::Range;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use memchr::memmem;
-use regex::bytes::CaptureLocations;
+use regex_automata::util::captures::Captures;
+use regex_automata::{Anchored, Input, meta};
 
 use crate::engine_trait::{Chunk, RawMatch, RuleIndex, ScanEngine};
 use crate::entropy::shannon_entropy;
@@ -69,6 +70,10 @@ pub struct Engine {
     keyword_rules: Vec<Vec<u32>>,
     /// Per rule: whether it has no keyword and so runs on every chunk.
     always: Vec<bool>,
+    /// Per rule whose every match contains a keyword: how far from a
+    /// keyword hit a match can reach (its maximum length), so the regex is
+    /// searched only there. `None`: search the whole chunk.
+    reach: Vec<Option<usize>>,
     /// Per rule: whether it needs capture positions to find its secret.
     needs_captures: Vec<bool>,
     /// Per rule: the global allowlists that apply to it.
@@ -78,17 +83,31 @@ pub struct Engine {
     candidates: Candidates,
 }
 
-/// Per-worker scratch space for [`Engine`]: candidate flags and capture
-/// slots, reused for every chunk.
+/// Per-worker scratch space for [`Engine`]: the spans to search and the
+/// regex caches, reused for every chunk.
 #[derive(Debug)]
 pub struct Scratch {
-    /// Per rule: whether a keyword of it occurred in the current chunk.
-    candidate: Vec<bool>,
-    /// Per keyword: whether it already occurred in the current chunk.
-    keyword_seen: Vec<bool>,
-    /// Per rule: capture slots (only for rules with capture groups).
-    locs: Vec<Option<CaptureLocations>>,
+    /// The spans of the chunk to search, each for one rule.
+    spans: Vec<Span>,
+    /// Per rule: the index in `spans` of its last span, to merge
+    /// overlapping ones as keyword hits arrive (`NONE` if it has none yet).
+    last_span: Vec<usize>,
+    /// Per rule: the regex's search cache.
+    caches: Vec<meta::Cache>,
+    /// Per rule: capture slots (used only for rules with capture groups).
+    captures: Vec<Captures>,
 }
+
+/// A span of the chunk in which one rule's regex is searched.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    rule: u32,
+    start: usize,
+    end: usize,
+}
+
+/// "No span yet" in [`Scratch::last_span`].
+const NONE: usize = usize::MAX;
 
 impl Engine {
     /// Builds an engine over `rules`.
@@ -126,14 +145,24 @@ impl Engine {
             None
         } else {
             Some(
+                // A full DFA: the fastest search for a few hundred short
+                // keywords. Its own prefilter is off: with this many
+                // (case-folded) keywords it finds candidates everywhere in
+                // source code and only slows the search down (measured).
                 AhoCorasick::builder()
                     .ascii_case_insensitive(true)
                     .match_kind(MatchKind::Standard)
+                    .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                    .prefilter(false)
                     .build(&keywords)
                     .map_err(|e| Error::Prefilter(Box::new(e)))?,
             )
         };
         let always = rules.iter().map(|r| r.keywords().is_empty()).collect();
+        let reach = rules
+            .iter()
+            .map(|r| r.keyword_in_match().then_some(r.max_len()))
+            .collect();
         let needs_captures = rules.iter().map(|r| r.regex().captures_len() > 1).collect();
         let global_allowlists = rules
             .iter()
@@ -149,6 +178,7 @@ impl Engine {
             prefilter,
             keyword_rules,
             always,
+            reach,
             needs_captures,
             global_allowlists,
             markers: ALLOW_MARKERS.map(memmem::Finder::new),
@@ -227,34 +257,68 @@ impl Engine {
         self
     }
 
-    /// Marks the rules whose keywords occur in `buf`.
-    fn mark_candidates(&self, buf: &[u8], scratch: &mut Scratch) {
+    /// Collects the spans to search in `buf`: around each keyword hit for
+    /// rules whose matches contain a keyword, the whole chunk for rules
+    /// with no keyword or whose matches need not contain one (once a
+    /// keyword of theirs occurs).
+    fn collect_spans(&self, buf: &[u8], scratch: &mut Scratch) {
+        scratch.spans.clear();
+        scratch.last_span.fill(NONE);
+        let whole = |rule: usize, scratch: &mut Scratch| {
+            if scratch.last_span[rule] == NONE {
+                scratch.last_span[rule] = scratch.spans.len();
+                scratch.spans.push(Span {
+                    rule: rule as u32,
+                    start: 0,
+                    end: buf.len(),
+                });
+            }
+        };
+        if self.candidates == Candidates::EveryRule {
+            (0..self.rules.len()).for_each(|r| whole(r, scratch));
+            return;
+        }
+        for (rule, _) in self.always.iter().enumerate().filter(|(_, a)| **a) {
+            whole(rule, scratch);
+        }
         let Some(ac) = &self.prefilter else { return };
-        scratch.keyword_seen.fill(false);
-        let mut remaining = self.keywords.len();
-        for m in ac.find_overlapping_iter(buf) {
-            let pid = m.pattern().as_usize();
-            if scratch.keyword_seen[pid] {
-                continue;
-            }
-            scratch.keyword_seen[pid] = true;
-            for &r in &self.keyword_rules[pid] {
-                scratch.candidate[r as usize] = true;
-            }
-            remaining -= 1;
-            if remaining == 0 {
-                break;
+        for hit in ac.find_overlapping_iter(buf) {
+            for &rule in &self.keyword_rules[hit.pattern().as_usize()] {
+                let rule = rule as usize;
+                let Some(reach) = self.reach[rule] else {
+                    whole(rule, scratch);
+                    continue;
+                };
+                // A match holding this hit lies within `reach` bytes of it.
+                let start = hit.end().saturating_sub(reach);
+                let end = hit.start().saturating_add(reach).min(buf.len());
+                match scratch.spans.get_mut(scratch.last_span[rule]) {
+                    // Hits arrive in order of their end, so spans of one
+                    // rule only ever grow to the right.
+                    Some(last) if start <= last.end => last.end = last.end.max(end),
+                    _ => {
+                        scratch.last_span[rule] = scratch.spans.len();
+                        scratch.spans.push(Span {
+                            rule: rule as u32,
+                            start,
+                            end,
+                        });
+                    }
+                }
             }
         }
     }
 
-    fn scan_rule(
+    /// Reports the matches of one rule's regex inside `span` of the chunk
+    /// that the chunk owns and no floor or allowlist rejects.
+    fn scan_span(
         &self,
-        index: usize,
+        span: Span,
         chunk: &Chunk<'_>,
-        locs: Option<&mut CaptureLocations>,
+        scratch: &mut Scratch,
         out: &mut Vec<RawMatch>,
     ) {
+        let index = span.rule as usize;
         let rule = self.rule_at(index);
         let buf = chunk.buf;
         if let Some(path) = rule.path()
@@ -262,81 +326,90 @@ impl Engine {
         {
             return;
         }
-        let mut locs = locs;
-        for m in rule.regex().find_iter(buf) {
-            let span = m.range();
-            if span.len() > rule.max_len() {
-                continue;
-            }
-            let Some(secret) = self.secret_of(rule, buf, &span, locs.as_deref_mut()) else {
-                continue;
+        let regex = rule.automaton();
+        let cache = &mut scratch.caches[index];
+        let mut at = span.start;
+        while at <= span.end {
+            // The span bounds where matches may lie; the bytes around it
+            // still count for `\b`, `^` and the like.
+            let input = Input::new(buf).range(at..span.end);
+            let Some(found) = regex.search_with(cache, &input) else {
+                break;
             };
-            let (line_start, owner_end) = line_window(buf, &span, &secret);
-            if !chunk.owns(&(span.start..owner_end)) {
-                continue;
-            }
-            if let Some(floor) = rule.entropy()
-                && shannon_entropy(&buf[secret.clone()]) < floor
-            {
-                continue;
-            }
-            let window = line_start..owner_end;
-            if self
-                .markers
-                .iter()
-                .any(|f| f.find(&buf[window.clone()]).is_some())
-            {
-                continue;
-            }
-            let line_end = if owner_end > span.end && buf[owner_end - 1] == b'\n' {
-                owner_end - 1
+            let whole = found.range();
+            at = if whole.is_empty() {
+                whole.end + 1
             } else {
-                owner_end
+                whole.end
             };
-            let texts = MatchTexts {
-                secret: &buf[secret.clone()],
-                matched: &buf[span.clone()],
-                line: &buf[line_start..line_end],
-                path: chunk.object.display,
-            };
-            let allowed = rule.allowlists().iter().any(|a| a.allows(&texts))
-                || self.global_allowlists[index]
-                    .iter()
-                    .any(|&a| self.rules.allowlists()[a].allows(&texts));
-            if allowed {
+            if whole.len() > rule.max_len() {
                 continue;
             }
-            out.push(RawMatch {
-                rule: RuleIndex(index as u32),
-                span,
-                secret,
-            });
+            let secret = if self.needs_captures[index] {
+                let captures = &mut scratch.captures[index];
+                let exact = Input::new(buf).range(whole.clone()).anchored(Anchored::Yes);
+                regex.search_captures_with(cache, &exact, captures);
+                secret_group(rule, captures, &whole)
+            } else {
+                Some(whole.clone())
+            };
+            let Some(secret) = secret.filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            if self.accepts(index, chunk, &whole, &secret) {
+                out.push(RawMatch {
+                    rule: RuleIndex(span.rule),
+                    span: whole,
+                    secret,
+                });
+            }
         }
     }
 
-    /// The secret of a match: the rule's secret group, or gitleaks' default
-    /// (the first non-empty group, else the whole match). `None` if the
-    /// secret group did not participate or is empty.
-    fn secret_of(
+    /// Whether a match of rule `index` is reported: the chunk owns it, the
+    /// secret reaches the entropy floor, no inline marker is on its line and
+    /// no allowlist exempts it.
+    fn accepts(
         &self,
-        rule: &Rule,
-        buf: &[u8],
+        index: usize,
+        chunk: &Chunk<'_>,
         span: &Range<usize>,
-        locs: Option<&mut CaptureLocations>,
-    ) -> Option<Range<usize>> {
-        let Some(locs) = locs else {
-            return (!span.is_empty()).then(|| span.clone());
+        secret: &Range<usize>,
+    ) -> bool {
+        let rule = self.rule_at(index);
+        let buf = chunk.buf;
+        let (line_start, owner_end) = line_window(buf, span, secret);
+        if !chunk.owns(&(span.start..owner_end)) {
+            return false;
+        }
+        if let Some(floor) = rule.entropy()
+            && shannon_entropy(&buf[secret.clone()]) < floor
+        {
+            return false;
+        }
+        if self
+            .markers
+            .iter()
+            .any(|f| f.find(&buf[line_start..owner_end]).is_some())
+        {
+            return false;
+        }
+        let line_end = if owner_end > span.end && buf[owner_end - 1] == b'\n' {
+            owner_end - 1
+        } else {
+            owner_end
         };
-        let found = rule.regex().captures_read_at(locs, buf, span.start)?;
-        debug_assert_eq!(found.range(), *span, "re-search found a different match");
-        let secret = match rule.secret_group() {
-            Some(g) => locs.get(g).map(|(s, e)| s..e)?,
-            None => (1..locs.len())
-                .filter_map(|g| locs.get(g))
-                .find(|(s, e)| e > s)
-                .map_or_else(|| span.clone(), |(s, e)| s..e),
+        let texts = MatchTexts {
+            secret: &buf[secret.clone()],
+            matched: &buf[span.clone()],
+            line: &buf[line_start..line_end],
+            path: chunk.object.display,
         };
-        (!secret.is_empty()).then_some(secret)
+        let allowed = rule.allowlists().iter().any(|a| a.allows(&texts))
+            || self.global_allowlists[index]
+                .iter()
+                .any(|&a| self.rules.allowlists()[a].allows(&texts));
+        !allowed
     }
 
     fn rule_at(&self, index: usize) -> &Rule {
@@ -345,6 +418,21 @@ impl Engine {
             .as_slice()
             .get(index)
             .expect("rule index in range")
+    }
+}
+
+/// The secret of a match from its captures: the rule's secret group, or
+/// gitleaks' default (the first non-empty group, else the whole match).
+/// `None` if the secret group did not participate.
+fn secret_group(rule: &Rule, captures: &Captures, whole: &Range<usize>) -> Option<Range<usize>> {
+    match rule.secret_group() {
+        Some(g) => captures.get_group(g).map(|s| s.range()),
+        None => Some(
+            (1..captures.group_len())
+                .filter_map(|g| captures.get_group(g))
+                .find(|s| !s.is_empty())
+                .map_or_else(|| whole.clone(), |s| s.range()),
+        ),
     }
 }
 
@@ -369,13 +457,17 @@ impl ScanEngine for Engine {
 
     fn new_scratch(&self) -> Scratch {
         Scratch {
-            candidate: vec![false; self.rules.len()],
-            keyword_seen: vec![false; self.keywords.len()],
-            locs: self
+            spans: Vec::new(),
+            last_span: vec![NONE; self.rules.len()],
+            caches: self
                 .rules
                 .iter()
-                .zip(&self.needs_captures)
-                .map(|(r, &needs)| needs.then(|| r.regex().capture_locations()))
+                .map(|r| r.automaton().create_cache())
+                .collect(),
+            captures: self
+                .rules
+                .iter()
+                .map(|r| r.automaton().create_captures())
                 .collect(),
         }
     }
@@ -383,20 +475,14 @@ impl ScanEngine for Engine {
     fn scan_chunk_into(&self, chunk: &Chunk<'_>, scratch: &mut Scratch, out: &mut Vec<RawMatch>) {
         debug_assert!(chunk.payload_start <= chunk.buf.len());
         debug_assert_eq!(
-            scratch.candidate.len(),
+            scratch.last_span.len(),
             self.rules.len(),
             "scratch from another engine"
         );
-        match self.candidates {
-            Candidates::Prefilter => self.mark_candidates(chunk.buf, scratch),
-            Candidates::EveryRule => scratch.candidate.fill(true),
-        }
-        for index in 0..self.rules.len() {
-            if !(scratch.candidate[index] || self.always[index]) {
-                continue;
-            }
-            scratch.candidate[index] = false;
-            self.scan_rule(index, chunk, scratch.locs[index].as_mut(), out);
+        self.collect_spans(chunk.buf, scratch);
+        for i in 0..scratch.spans.len() {
+            let span = scratch.spans[i];
+            self.scan_span(span, chunk, scratch, out);
         }
     }
 

@@ -6,20 +6,29 @@
 //!
 //! Secret scanning is dominated by the cost of running dozens of regexes
 //! over every byte. Nearly every rule, however, has *keywords* — literal
-//! strings any match must contain (`ghp_`, `AKIA`, `-----BEGIN`,
-//! `password`). So a chunk is scanned in two steps:
+//! strings its matches contain (`ghp_`, `AKIA`, `-----BEGIN`, `password`).
+//! So a chunk is scanned in two steps:
 //!
 //! 1. one ASCII-case-insensitive [Aho-Corasick](aho_corasick) pass finds
-//!    which keywords occur at all;
-//! 2. only the rules whose keywords occurred run their regex (a
-//!    [`regex::bytes`] regex: inputs are arbitrary bytes, NUL bytes and
-//!    invalid UTF-8 included). Rules with no keyword run on every chunk;
-//!    the built-in set has none and user sets should keep them few.
+//!    every keyword occurrence;
+//! 2. each rule is confirmed only where it can match. A built-in rule's
+//!    matches always contain one of its keywords and are at most
+//!    `max_len` bytes long, so its regex is searched only in the spans
+//!    within `max_len` bytes of its keywords' occurrences (merged where they
+//!    overlap), with the bytes around a span still visible to `` and
+//!    `^`. A user rule follows gitleaks, where a keyword anywhere in the text
+//!    is enough: once one of its keywords occurs, its regex searches the
+//!    whole chunk. Rules with no keyword search every chunk (the built-in
+//!    set has none).
 //!
-//! Most chunks contain no keyword, and cost one Aho-Corasick pass. At each
-//! regex match the secret group is resolved (capture positions are computed
-//! only there), then the entropy floor, the allowlists and inline
-//! `trawl:allow` markers decide whether to report it.
+//! Regexes are `regex-automata` meta regexes over bytes (arbitrary bytes,
+//! NUL bytes and invalid UTF-8 included; linear time by construction), with
+//! their caches in the worker's [`Scratch`]. At each match the secret group
+//! is resolved (captures are computed only there), then the entropy floor,
+//! the allowlists and inline `trawl:allow` markers decide whether to report
+//! it. Text without keywords costs one Aho-Corasick pass, and secret-dense
+//! text costs regex searches of a few hundred bytes per keyword occurrence,
+//! not of the whole chunk per rule.
 //!
 //! Rules are data: [`RuleSet::from_toml`] reads gitleaks' TOML format
 //! unchanged, and the built-in set ([`RuleSet::builtin`]) is TOML compiled

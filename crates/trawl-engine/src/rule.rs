@@ -5,6 +5,7 @@ use std::fmt;
 
 use aho_corasick::AhoCorasick;
 use regex::bytes::{Regex, RegexBuilder};
+use regex_automata::meta;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -145,6 +146,8 @@ pub struct Rule {
     id: String,
     description: String,
     regex: Regex,
+    automaton: meta::Regex,
+    keyword_in_match: bool,
     secret_group: Option<usize>,
     keywords: Vec<String>,
     entropy: Option<f64>,
@@ -170,6 +173,17 @@ impl Rule {
     /// The compiled regex (byte-oriented: it scans arbitrary bytes).
     pub fn regex(&self) -> &Regex {
         &self.regex
+    }
+
+    /// The regex the engine searches with.
+    pub(crate) fn automaton(&self) -> &meta::Regex {
+        &self.automaton
+    }
+
+    /// Whether every match contains one of the keywords, so that the rule
+    /// need only be confirmed around keyword occurrences.
+    pub(crate) fn keyword_in_match(&self) -> bool {
+        self.keyword_in_match
     }
 
     /// The capture group holding the secret. `None` means gitleaks' default:
@@ -421,8 +435,20 @@ struct AllowlistToml {
     target_rules: Vec<String>,
 }
 
-/// A compiled regex and the longest text it can match (`None`: unbounded).
-pub(crate) fn compile(pattern: &str) -> Result<(Regex, Option<usize>), String> {
+/// A rule's regex compiled twice over the same syntax: the `regex` crate's
+/// (the public face of a [`Rule`]) and the `regex-automata` meta regex the
+/// engine searches with, because only the latter searches a span of a
+/// buffer while seeing the bytes around it (for `\b` and friends).
+pub(crate) struct Compiled {
+    pub(crate) regex: Regex,
+    pub(crate) automaton: meta::Regex,
+    /// The longest text it can match (`None`: unbounded).
+    pub(crate) max_len: Option<usize>,
+}
+
+/// Compiles `pattern`, in ASCII mode when it can; says whether it needed
+/// Unicode mode.
+pub(crate) fn compile(pattern: &str) -> Result<(Regex, bool), String> {
     // ASCII mode first: it is what gitleaks' Go regexes mean by `\w`, `\b`
     // and `\s`, it lets `.` match any byte, and it keeps the DFA fast on
     // non-ASCII input. Patterns that need Unicode (`\p{L}`) get it.
@@ -434,19 +460,36 @@ pub(crate) fn compile(pattern: &str) -> Result<(Regex, Option<usize>), String> {
             .dfa_size_limit(16 << 20)
             .build();
         match built {
-            Ok(re) => {
-                let hir = regex_syntax::ParserBuilder::new()
-                    .unicode(unicode)
-                    .utf8(false)
-                    .build()
-                    .parse(pattern)
-                    .map_err(|e| e.to_string())?;
-                return Ok((re, hir.properties().maximum_len()));
-            }
+            Ok(regex) => return Ok((regex, unicode)),
             Err(e) => last_err = e.to_string(),
         }
     }
     Err(last_err)
+}
+
+/// Compiles a rule's regex for both faces (see [`Compiled`]).
+pub(crate) fn compile_rule(pattern: &str) -> Result<Compiled, String> {
+    let (regex, unicode) = compile(pattern)?;
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(unicode)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .map_err(|e| e.to_string())?;
+    let automaton = meta::Regex::builder()
+        .configure(
+            meta::Config::new()
+                .utf8_empty(false)
+                .nfa_size_limit(Some(64 << 20))
+                .hybrid_cache_capacity(16 << 20),
+        )
+        .build_from_hir(&hir)
+        .map_err(|e| e.to_string())?;
+    Ok(Compiled {
+        regex,
+        automaton,
+        max_len: hir.properties().maximum_len(),
+    })
 }
 
 fn load(text: &str, origin: &str, strict: bool) -> Result<RuleSet> {
@@ -515,8 +558,11 @@ fn build_rule(
         }
         return Err(invalid("missing `regex`".to_owned()));
     };
-    let (regex, max_len) =
-        compile(&pattern).map_err(|e| invalid(format!("invalid `regex`: {e}")))?;
+    let Compiled {
+        regex,
+        automaton,
+        max_len,
+    } = compile_rule(&pattern).map_err(|e| invalid(format!("invalid `regex`: {e}")))?;
     let groups = regex.captures_len() - 1;
     let secret_group = match raw.secret_group {
         None | Some(0) => None,
@@ -580,7 +626,12 @@ fn build_rule(
     Ok(Some(Rule {
         id,
         description: raw.description,
+        // Built-in rules are written so that every match contains one of
+        // the keywords (a test checks every example); user rules follow
+        // gitleaks, where a keyword anywhere in the text is enough.
+        keyword_in_match: strict && !keywords.is_empty(),
         regex,
+        automaton,
         secret_group,
         keywords,
         entropy: raw.entropy,
