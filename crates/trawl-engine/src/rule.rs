@@ -18,8 +18,12 @@ pub const DEFAULT_MAX_MATCH_LEN: usize = 4096;
 /// The origin name of the built-in rule set in errors and warnings.
 const BUILTIN_ORIGIN: &str = "<builtin>";
 
-/// The built-in rules, in the same gitleaks-compatible format users write.
-const BUILTIN_TOML: &str = include_str!("../rules/builtin.toml");
+/// The built-in rules, in the same gitleaks-compatible format users write,
+/// one file per family, in the order they are loaded. Order matters: when
+/// two rules report the identical secret, the one loaded first is kept, so
+/// specific rules come before generic ones (`generic.toml` is last).
+const BUILTIN_FILES: &[(&str, &str)] =
+    &[("rules/builtin.toml", include_str!("../rules/builtin.toml"))];
 
 /// Which text an allowlist's regexes are matched against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,10 +281,21 @@ impl RuleSet {
     /// Only if the rule data compiled into the crate is broken; the crate's
     /// tests load it, so a released build does not panic.
     pub fn builtin() -> RuleSet {
-        match load(BUILTIN_TOML, BUILTIN_ORIGIN, true) {
-            Ok(set) => set,
-            Err(e) => panic!("trawl-engine's built-in rules are broken: {e}"),
+        let mut all = RuleSet::default();
+        for (file, text) in BUILTIN_FILES {
+            let set = match load(text, &format!("{BUILTIN_ORIGIN}/{file}"), true) {
+                Ok(set) => set,
+                Err(e) => panic!("trawl-engine's built-in rules are broken: {e}"),
+            };
+            if let Some(twice) = set.rules.iter().find(|r| all.get(r.id()).is_some()) {
+                panic!(
+                    "trawl-engine's built-in rule `{}` is defined twice",
+                    twice.id()
+                );
+            }
+            all.extend(set);
         }
+        all
     }
 
     /// Loads rules from gitleaks-format TOML.
