@@ -1,5 +1,7 @@
-//! Engine throughput: the built-in rules over a mixed source-code corpus,
-//! against `memchr`'s literal search over the same bytes as the ceiling.
+//! Engine throughput with the built-in rules on three corpora: mixed source
+//! code (`builtin_rules`), text without any keyword (`keyword_free`) and
+//! `.env`-style dumps with 1000 secrets per MiB (`secret_dense`); against
+//! `memchr`'s literal search over the source corpus as the ceiling.
 //!
 //! Both run in the same process on the same 4 MiB buffer, so their ratio is
 //! the figure to compare between machines (DESIGN.md, "Performance").
@@ -14,6 +16,8 @@ use trawl_engine::{Engine, RawMatch, ScanEngine, chunks};
 const CORPUS_LEN: usize = 4 << 20;
 const CHUNK_LEN: usize = 256 << 10;
 const SEED: u64 = 1;
+/// Planted secrets per MiB of the secret-dense corpus.
+const SECRETS_PER_MIB: usize = 1000;
 
 /// Scans `data` in `CHUNK_LEN` chunks, each led by an overlap of the
 /// engine's `max_match_len`, as the scheduler does; returns the match count.
@@ -43,6 +47,25 @@ fn engine(c: &mut Criterion) {
     );
     let finder = memmem::Finder::new("AKIA");
 
+    let keywords: Vec<&str> = engine.keywords().collect();
+    let keyword_free = trawl_benches::keyword_free_bytes(CORPUS_LEN, SEED, &keywords);
+    assert_eq!(
+        scan_chunked(&engine, &keyword_free, &mut scratch, &mut out),
+        0,
+        "the keyword-free corpus has findings"
+    );
+    let examples: Vec<&str> = engine
+        .rules()
+        .iter()
+        .flat_map(|r| r.examples().iter().map(String::as_str))
+        .collect();
+    let dense = trawl_benches::secret_dense_bytes(CORPUS_LEN, SEED, &examples, SECRETS_PER_MIB);
+    let dense_found = scan_chunked(&engine, &dense, &mut scratch, &mut out);
+    assert!(
+        dense_found >= SECRETS_PER_MIB * (CORPUS_LEN >> 20) / 2,
+        "the secret-dense corpus is not dense: {dense_found} findings"
+    );
+
     let mut group = c.benchmark_group("engine");
     group
         .throughput(Throughput::Bytes(data.len() as u64))
@@ -51,6 +74,12 @@ fn engine(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     group.bench_function("builtin_rules", |b| {
         b.iter(|| scan_chunked(&engine, black_box(&data), &mut scratch, &mut out));
+    });
+    group.bench_function("keyword_free", |b| {
+        b.iter(|| scan_chunked(&engine, black_box(&keyword_free), &mut scratch, &mut out));
+    });
+    group.bench_function("secret_dense", |b| {
+        b.iter(|| scan_chunked(&engine, black_box(&dense), &mut scratch, &mut out));
     });
     group.bench_function("memmem_ceiling", |b| {
         b.iter(|| finder.find_iter(black_box(&data)).count());

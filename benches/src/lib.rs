@@ -76,6 +76,74 @@ pub fn corpus_bytes(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// Exactly `len` bytes of code-and-prose-like text in which none of
+/// `keywords` occurs (ASCII case-insensitively): the engine's best case,
+/// where only the keyword pass runs. The same for the same `seed`.
+pub fn keyword_free_bytes(len: usize, seed: u64, keywords: &[&str]) -> Vec<u8> {
+    let folded: Vec<String> = keywords.iter().map(|k| k.to_ascii_lowercase()).collect();
+    let clean = |w: &&&str| {
+        !folded
+            .iter()
+            .any(|k| w.to_ascii_lowercase().contains(k.as_str()))
+    };
+    let words: Vec<&str> = WORDS.iter().chain(PROSE).filter(clean).copied().collect();
+    assert!(words.len() > 20, "too few keyword-free words");
+    const GLUE: &[&str] = &[
+        " ", " ", " ", ", ", "(", ") ", " = ", ";\n", ".\n", " { ", " }\n", "    ",
+    ];
+    let mut rng = Rng(seed);
+    let mut out = Vec::with_capacity(len + 64);
+    while out.len() < len {
+        out.extend_from_slice(rng.pick(&words).as_bytes());
+        out.extend_from_slice(rng.pick(GLUE).as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Exactly `len` bytes of `.env`-style configuration dumps with about
+/// `per_mib` of `secrets` planted per MiB, each on a line of its own
+/// between ordinary settings: the engine's worst case, where most keyword
+/// occurrences lead to a confirmed secret. The same for the same `seed`.
+pub fn secret_dense_bytes(len: usize, seed: u64, secrets: &[&str], per_mib: usize) -> Vec<u8> {
+    assert!(!secrets.is_empty() && per_mib > 0);
+    const SETTINGS: &[&str] = &[
+        "DEBUG=false",
+        "PORT=8080",
+        "LOG_LEVEL=info",
+        "REGION=eu-west-1",
+        "WORKERS=4",
+        "TIMEOUT_SECONDS=30",
+        "FEATURE_FLAGS=alpha,beta",
+        "HOSTNAME=app-01.internal",
+        "DATABASE_POOL=16",
+        "CACHE_TTL=300",
+        "RETRIES=3",
+        "TZ=UTC",
+    ];
+    let mut rng = Rng(seed);
+    let mut out = Vec::with_capacity(len + 256);
+    // Lines of ordinary settings average ~16 bytes.
+    let gap = ((1 << 20) / per_mib / 17).max(1) as u64;
+    while out.len() < len {
+        for _ in 0..rng.below(2 * gap) {
+            out.extend_from_slice(rng.pick(SETTINGS).as_bytes());
+            out.push(b'\n');
+        }
+        out.extend_from_slice(rng.pick(secrets).as_bytes());
+        out.push(b'\n');
+    }
+    out.truncate(len);
+    out
+}
+
+/// Words for prose, beside the identifiers of [`WORDS`].
+const PROSE: &[&str] = &[
+    "the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "while", "return", "match",
+    "impl", "struct", "enum", "loop", "break", "continue", "where", "trait", "async", "await",
+    "number", "value", "result", "option", "string", "vector", "length", "count", "total",
+];
+
 const KIB: usize = 1024;
 const MIN_FILE: usize = 2 * KIB;
 const MAX_FILE: usize = 4 * KIB * KIB;

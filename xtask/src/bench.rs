@@ -36,7 +36,16 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
     run_step("bench: criterion", &mut criterion)?;
     let target = target_dir(root);
     let criterion_dir = target.join("criterion");
-    let engine = criterion_ratio(&criterion_dir, "engine", "builtin_rules", "memmem_ceiling");
+    let engine: Vec<(&str, Ratio)> = [
+        ("source code", "builtin_rules"),
+        ("no keyword", "keyword_free"),
+        ("1000 secrets/MiB", "secret_dense"),
+    ]
+    .into_iter()
+    .filter_map(|(label, bench)| {
+        criterion_ratio(&criterion_dir, "engine", bench, "memmem_ceiling").map(|r| (label, r))
+    })
+    .collect();
     let pipeline = criterion_ratio(
         &criterion_dir,
         "pipeline",
@@ -296,20 +305,20 @@ fn json_number_after(text: &str, keys: &[&str]) -> Option<f64> {
 fn print_report(
     size_mib: u64,
     corpus: &CorpusInfo,
-    engine: Option<&Ratio>,
+    engine: &[(&str, Ratio)],
     pipeline: Option<&Ratio>,
     rows: &[Row],
     found: Option<usize>,
 ) {
     const MB: f64 = 1e6;
     println!();
-    if let Some(engine) = engine {
+    for (label, ratio) in engine {
         println!(
-            "engine (criterion, one core): built-in rules {:.0} MB/s, memmem ceiling {:.0} MB/s, \
-             ratio {:.3}",
-            engine.subject / MB,
-            engine.baseline / MB,
-            engine.subject / engine.baseline
+            "engine (criterion, one core, built-in rules), {label}: {:.0} MB/s; memmem ceiling \
+             {:.0} MB/s; ratio {:.3}",
+            ratio.subject / MB,
+            ratio.baseline / MB,
+            ratio.subject / ratio.baseline
         );
     }
     if let Some(pipeline) = pipeline {

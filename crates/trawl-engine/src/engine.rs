@@ -74,6 +74,10 @@ pub struct Engine {
     /// keyword hit a match can reach (its maximum length), so the regex is
     /// searched only there. `None`: search the whole chunk.
     reach: Vec<Option<usize>>,
+    /// Per rule: whether every match starts with one of its keywords, so
+    /// that an anchored search at each keyword occurrence finds exactly the
+    /// matches an unanchored search would, without searching backwards.
+    anchored: Vec<bool>,
     /// Per rule: whether it needs capture positions to find its secret.
     needs_captures: Vec<bool>,
     /// Per rule: the global allowlists that apply to it.
@@ -89,6 +93,9 @@ pub struct Engine {
 pub struct Scratch {
     /// The spans of the chunk to search, each for one rule.
     spans: Vec<Span>,
+    /// Keyword occurrences `(rule, offset)` at which anchored rules are
+    /// searched.
+    anchors: Vec<(u32, usize)>,
     /// Per rule: the index in `spans` of its last span, to merge
     /// overlapping ones as keyword hits arrive (`NONE` if it has none yet).
     last_span: Vec<usize>,
@@ -163,6 +170,10 @@ impl Engine {
             .iter()
             .map(|r| r.keyword_in_match().then_some(r.max_len()))
             .collect();
+        let anchored = rules
+            .iter()
+            .map(|r| r.keyword_in_match() && starts_with_keyword(r))
+            .collect();
         let needs_captures = rules.iter().map(|r| r.regex().captures_len() > 1).collect();
         let global_allowlists = rules
             .iter()
@@ -179,6 +190,7 @@ impl Engine {
             keyword_rules,
             always,
             reach,
+            anchored,
             needs_captures,
             global_allowlists,
             markers: ALLOW_MARKERS.map(memmem::Finder::new),
@@ -263,6 +275,7 @@ impl Engine {
     /// keyword of theirs occurs).
     fn collect_spans(&self, buf: &[u8], scratch: &mut Scratch) {
         scratch.spans.clear();
+        scratch.anchors.clear();
         scratch.last_span.fill(NONE);
         let whole = |rule: usize, scratch: &mut Scratch| {
             if scratch.last_span[rule] == NONE {
@@ -284,6 +297,10 @@ impl Engine {
         let Some(ac) = &self.prefilter else { return };
         for hit in ac.find_overlapping_iter(buf) {
             for &rule in &self.keyword_rules[hit.pattern().as_usize()] {
+                if self.anchored[rule as usize] {
+                    scratch.anchors.push((rule, hit.start()));
+                    continue;
+                }
                 let rule = rule as usize;
                 let Some(reach) = self.reach[rule] else {
                     whole(rule, scratch);
@@ -327,13 +344,12 @@ impl Engine {
             return;
         }
         let regex = rule.automaton();
-        let cache = &mut scratch.caches[index];
         let mut at = span.start;
         while at <= span.end {
             // The span bounds where matches may lie; the bytes around it
             // still count for `\b`, `^` and the like.
             let input = Input::new(buf).range(at..span.end);
-            let Some(found) = regex.search_with(cache, &input) else {
+            let Some(found) = regex.search_with(&mut scratch.caches[index], &input) else {
                 break;
             };
             let whole = found.range();
@@ -342,27 +358,80 @@ impl Engine {
             } else {
                 whole.end
             };
-            if whole.len() > rule.max_len() {
+            self.confirm(index, chunk, whole, scratch, out);
+        }
+    }
+
+    /// Searches each anchored rule at its keyword occurrences, in order,
+    /// skipping occurrences inside the rule's previous match: the matches
+    /// an unanchored left-to-right search would find, since every match of
+    /// such a rule starts at an occurrence of one of its keywords.
+    fn scan_anchors(&self, chunk: &Chunk<'_>, scratch: &mut Scratch, out: &mut Vec<RawMatch>) {
+        let buf = chunk.buf;
+        scratch.anchors.sort_unstable();
+        let mut current = None;
+        let mut next_free = 0;
+        let mut path_ok = true;
+        for i in 0..scratch.anchors.len() {
+            let (rule_id, at) = scratch.anchors[i];
+            let index = rule_id as usize;
+            let rule = self.rule_at(index);
+            if current != Some(rule_id) {
+                current = Some(rule_id);
+                next_free = 0;
+                path_ok = rule.path().is_none_or(|p| p.is_match(chunk.object.display));
+            }
+            if !path_ok || at < next_free {
                 continue;
             }
-            let secret = if self.needs_captures[index] {
-                let captures = &mut scratch.captures[index];
-                let exact = Input::new(buf).range(whole.clone()).anchored(Anchored::Yes);
-                regex.search_captures_with(cache, &exact, captures);
-                secret_group(rule, captures, &whole)
-            } else {
-                Some(whole.clone())
-            };
-            let Some(secret) = secret.filter(|s| !s.is_empty()) else {
+            let end = at.saturating_add(rule.max_len()).min(buf.len());
+            let input = Input::new(buf).range(at..end).anchored(Anchored::Yes);
+            let Some(found) = rule
+                .automaton()
+                .search_with(&mut scratch.caches[index], &input)
+            else {
                 continue;
             };
-            if self.accepts(index, chunk, &whole, &secret) {
-                out.push(RawMatch {
-                    rule: RuleIndex(span.rule),
-                    span: whole,
-                    secret,
-                });
-            }
+            let whole = found.range();
+            next_free = whole.end.max(at + 1);
+            self.confirm(index, chunk, whole, scratch, out);
+        }
+    }
+
+    /// Resolves the secret of a match of rule `index` and reports the match
+    /// if [`accepts`](Self::accepts) says so.
+    fn confirm(
+        &self,
+        index: usize,
+        chunk: &Chunk<'_>,
+        whole: Range<usize>,
+        scratch: &mut Scratch,
+        out: &mut Vec<RawMatch>,
+    ) {
+        let rule = self.rule_at(index);
+        if whole.len() > rule.max_len() {
+            return;
+        }
+        let secret = if self.needs_captures[index] {
+            let captures = &mut scratch.captures[index];
+            let exact = Input::new(chunk.buf)
+                .range(whole.clone())
+                .anchored(Anchored::Yes);
+            rule.automaton()
+                .search_captures_with(&mut scratch.caches[index], &exact, captures);
+            secret_group(rule, captures, &whole)
+        } else {
+            Some(whole.clone())
+        };
+        let Some(secret) = secret.filter(|s| !s.is_empty()) else {
+            return;
+        };
+        if self.accepts(index, chunk, &whole, &secret) {
+            out.push(RawMatch {
+                rule: RuleIndex(index as u32),
+                span: whole,
+                secret,
+            });
         }
     }
 
@@ -421,6 +490,43 @@ impl Engine {
     }
 }
 
+/// Whether every match of `rule`'s regex provably starts with one of its
+/// keywords (ASCII case-insensitively): the regex's prefix literals are a
+/// finite set, each beginning with a keyword. A regex that starts with a
+/// class or repetition (`[\w.-]{0,50}?key…`) does not qualify.
+fn starts_with_keyword(rule: &Rule) -> bool {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let pattern = rule.regex().as_str();
+    let parsed = [false, true].into_iter().find_map(|unicode| {
+        regex_syntax::ParserBuilder::new()
+            .unicode(unicode)
+            .utf8(false)
+            .build()
+            .parse(pattern)
+            .ok()
+    });
+    let Some(hir) = parsed else { return false };
+    let mut extractor = Extractor::new();
+    extractor
+        .kind(ExtractKind::Prefix)
+        // Classes of two bytes are the case variants of one letter.
+        .limit_class(2)
+        .limit_repeat(1)
+        .limit_literal_len(64)
+        .limit_total(8192);
+    let prefixes = extractor.extract(&hir);
+    let Some(literals) = prefixes.literals() else {
+        return false;
+    };
+    !literals.is_empty()
+        && literals.iter().all(|lit| {
+            let lit = lit.as_bytes();
+            rule.keywords()
+                .iter()
+                .any(|k| lit.len() >= k.len() && lit[..k.len()].eq_ignore_ascii_case(k.as_bytes()))
+        })
+}
+
 /// The secret of a match from its captures: the rule's secret group, or
 /// gitleaks' default (the first non-empty group, else the whole match).
 /// `None` if the secret group did not participate.
@@ -458,6 +564,7 @@ impl ScanEngine for Engine {
     fn new_scratch(&self) -> Scratch {
         Scratch {
             spans: Vec::new(),
+            anchors: Vec::new(),
             last_span: vec![NONE; self.rules.len()],
             caches: self
                 .rules
@@ -484,6 +591,7 @@ impl ScanEngine for Engine {
             let span = scratch.spans[i];
             self.scan_span(span, chunk, scratch, out);
         }
+        self.scan_anchors(chunk, scratch, out);
     }
 
     fn rule_id(&self, rule: RuleIndex) -> &str {
@@ -522,5 +630,66 @@ mod tests {
         let buf = b"k=SECRET\nstill the match\n";
         let (_, end) = line_window(buf, &(0..20), &(2..8));
         assert_eq!(end, 20);
+    }
+}
+
+#[cfg(test)]
+mod anchoring_tests {
+    use super::*;
+
+    fn rule(toml_rule: &str) -> Rule {
+        let text = format!("[[rules]]\n{toml_rule}\n");
+        RuleSet::from_toml(&text, "test")
+            .unwrap()
+            .iter()
+            .next()
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn rules_starting_with_a_keyword_are_anchored() {
+        let pat =
+            rule("id = \"t\"\nregex = '''\\b(ghp_[0-9a-zA-Z]{36})\\b'''\nkeywords = [\"ghp_\"]");
+        assert!(starts_with_keyword(&pat));
+        let alternation = rule(
+            "id = \"t\"\nregex = '''(?i)(?:api|token)[ =]{1,3}([a-z0-9]{16})'''\nkeywords = [\"api\", \"token\"]",
+        );
+        assert!(
+            starts_with_keyword(&alternation),
+            "case variants of both keywords"
+        );
+    }
+
+    #[test]
+    fn rules_that_may_start_elsewhere_are_not() {
+        let prefixed = rule(
+            "id = \"t\"\nregex = '''[\\w.-]{0,50}?(?:key)=([a-z0-9]{16})'''\nkeywords = [\"key\"]",
+        );
+        assert!(!starts_with_keyword(&prefixed));
+        let other_start =
+            rule("id = \"t\"\nregex = '''x(ghp_[0-9a-z]{4})'''\nkeywords = [\"ghp_\"]");
+        assert!(!starts_with_keyword(&other_start));
+        let shorter =
+            rule("id = \"t\"\nregex = '''(?:gh|ghp_)[0-9a-z]{4}'''\nkeywords = [\"ghp_\"]");
+        assert!(!starts_with_keyword(&shorter));
+    }
+
+    #[test]
+    fn most_builtin_rules_are_anchored() {
+        let engine = Engine::builtin();
+        let anchored = engine.anchored.iter().filter(|a| **a).count();
+        let names: Vec<&str> = engine
+            .rules
+            .iter()
+            .zip(&engine.anchored)
+            .filter(|(_, a)| !**a)
+            .map(|(r, _)| r.id())
+            .collect();
+        eprintln!(
+            "{anchored} of {} built-in rules anchored; not: {names:?}",
+            engine.rules.len()
+        );
+        assert!(anchored > 0);
     }
 }

@@ -545,7 +545,7 @@ fn cpu_worker<E: ScanEngine, B>(
             if shared.config.dedupe_within_chunk {
                 engine.dedupe_within_chunk(&mut matches);
             } else {
-                matches.sort_by_key(|m| (m.secret.start, m.secret.end, m.rule));
+                matches.sort_unstable_by_key(|m| (m.secret.start, m.secret.end, m.rule));
             }
         }));
         if scanned.is_err() {
