@@ -119,14 +119,16 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
         .map(|text| text.lines().filter(|line| !line.trim().is_empty()).count())
         .ok();
 
-    print_report(
-        size_mib,
-        &summary,
-        engine.as_ref(),
-        pipeline.as_ref(),
-        &rows,
-        found,
-    );
+    print_report(size_mib, &summary, &engine, pipeline.as_ref(), &rows, found);
+    if let Some(clean) = clean_corpus(&trawl_bin, &work)? {
+        println!(
+            "clean corpus (the cargo registry's crate sources, {:.0} MB, no real secrets): \
+             {} findings, {:.2} per MB",
+            clean.bytes as f64 / 1e6,
+            clean.findings,
+            clean.findings as f64 / (clean.bytes as f64 / 1e6)
+        );
+    }
     Ok(())
 }
 
@@ -256,6 +258,64 @@ impl Row {
             self.best = Some(m);
         }
     }
+}
+
+/// What `trawl scan` reports on text without real secrets.
+struct CleanCorpus {
+    bytes: u64,
+    findings: usize,
+}
+
+/// Scans the crate sources of the cargo registry (what the build itself
+/// downloaded: real code, no real secrets), so every finding there is a
+/// false alarm, or a test key a crate ships. `None` with a notice when the
+/// registry is not where cargo keeps it.
+fn clean_corpus(trawl_bin: &Path, work: &Path) -> Result<Option<CleanCorpus>> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+    let Some(src) = home
+        .map(|h| h.join("registry").join("src"))
+        .filter(|p| p.is_dir())
+    else {
+        eprintln!("xtask: no cargo registry sources found: skipping the clean-corpus row");
+        return Ok(None);
+    };
+    let findings = work.join("clean-findings.jsonl");
+    let mut trawl = Command::new(trawl_bin);
+    trawl
+        .arg("scan")
+        .arg(&src)
+        .arg("--quiet")
+        .arg("--output")
+        .arg(&findings);
+    let status = trawl.status()?;
+    if !matches!(status.code(), Some(0 | 1)) {
+        bail!("`trawl scan {}` failed: {status}", src.display());
+    }
+    let findings = fs::read_to_string(&findings)?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    Ok(Some(CleanCorpus {
+        bytes: tree_bytes(&src),
+        findings,
+    }))
+}
+
+/// The total size of the regular files below `dir` (links not followed).
+fn tree_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(t) if t.is_dir() => tree_bytes(&entry.path()),
+            Ok(t) if t.is_file() => entry.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// A criterion bench's mean throughput against its same-run baseline, in
