@@ -6,6 +6,9 @@
 //!   `cargo deny` when it is installed;
 //! - `cargo xtask test`: the whole test suite, unit, integration and doc tests;
 //! - `cargo xtask ci`: `lint`, the layering check, then `test`;
+//! - `cargo xtask rules-doc`: regenerates `docs/rules.md` from the built-in
+//!   rules (`ci` fails, through trawl-engine's `rules_doc` test, when it is
+//!   out of date);
 //! - `cargo xtask bench [--quick]`: the criterion benches, then the end-to-end
 //!   figures (`trawl scan` against `rg` on a generated corpus).
 //!
@@ -17,6 +20,7 @@
 mod bench;
 mod cmd;
 mod lint;
+mod rules_doc;
 mod test_suite;
 #[cfg(test)]
 mod tidy;
@@ -33,6 +37,7 @@ commands:
   lint            cargo fmt --check, cargo clippy -D warnings, cargo deny (if installed)
   test            the whole test suite (all targets, then doc tests)
   ci              lint, the layering check, then test
+  rules-doc       regenerate docs/rules.md from the built-in rules
   bench [--quick] criterion benches, then trawl scan against rg on a generated corpus
                   (--quick: short criterion runs and a 32 MiB corpus instead of 256 MiB)
   help            this text";
@@ -70,6 +75,10 @@ fn run(args: Vec<String>) -> Result<()> {
             test_suite::run(&root)?;
             eprintln!("xtask: ci passed");
             Ok(())
+        }
+        "rules-doc" => {
+            no_options(command, &rest)?;
+            rules_doc::run(&root)
         }
         "bench" => {
             let quick = match rest.as_slice() {

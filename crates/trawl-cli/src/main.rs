@@ -1,6 +1,8 @@
 //! The `trawl` command: argument parsing, output files, the summary and exit
 //! codes. All scanning logic lives in the library crates.
 
+mod baseline;
+mod rules;
 mod scan;
 mod size;
 mod summary;
@@ -14,7 +16,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "trawl", version, long_about = None)]
 #[command(
-    after_help = "Examples:\n  trawl scan .                       scan the current folder, findings as JSONL on stdout\n  trawl scan ./repo --redact --sort  hide secrets, sort findings by path and offset\n  trawl scan ./dumps -o findings.jsonl\n\nExit codes: 0 nothing found, 1 findings, 2 usage error or incomplete scan."
+    after_help = "Examples:\n  trawl scan .                       scan the current folder, findings as JSONL on stdout\n  trawl scan ./repo --redact --sort  hide secrets, sort findings by path and offset\n  trawl scan ./dumps -o findings.jsonl\n  trawl scan . --rules .gitleaks.toml --baseline last.jsonl\n  trawl rules check .gitleaks.toml   validate a rule file\n\nExit codes: 0 nothing found, 1 findings, 2 usage error or incomplete scan."
 )]
 struct Cli {
     /// Log more (-v: info, -vv: debug); RUST_LOG overrides.
@@ -29,6 +31,12 @@ struct Cli {
 enum Command {
     /// Scan files and folders for secrets.
     Scan(scan::ScanArgs),
+    /// List the active rules, or check rule files.
+    #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  trawl rules list --rules .gitleaks.toml\n  trawl rules check .gitleaks.toml\n\nRule files are gitleaks v8 TOML (docs/config.md)."
+    )]
+    Rules(rules::RulesCommand),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +54,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let outcome = match cli.command {
         Command::Scan(args) => scan::run(args),
+        Command::Rules(command) => rules::run(command),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

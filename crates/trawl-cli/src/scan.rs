@@ -13,6 +13,8 @@ use trawl::{
     scan_remote,
 };
 
+use crate::baseline::{Baseline, BaselineSink};
+use crate::rules::RuleArgs;
 use crate::size::parse_size;
 use crate::summary;
 
@@ -26,7 +28,7 @@ pub(crate) const EXIT_INCOMPLETE: u8 = 2;
 /// Arguments of `trawl scan`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  trawl scan .\n  trawl scan ~/src/app ./backups --redact -o findings.jsonl\n  trawl scan . --respect-gitignore --skip-hidden --sort\n\nEvery file is scanned, binary or not (NUL bytes and invalid UTF-8 included);\nhidden and git-ignored files too unless asked otherwise. Each finding is one\nJSON line (format: docs/output.md); a summary goes to stderr."
+    after_help = "Examples:\n  trawl scan .\n  trawl scan ~/src/app ./backups --redact -o findings.jsonl\n  trawl scan . --respect-gitignore --skip-hidden --sort\n  trawl scan . --rules .gitleaks.toml                built-in rules plus the file's\n  trawl scan . --rules team.toml --no-builtin       only the file's rules\n  trawl scan . -o new.jsonl --baseline old.jsonl     only findings not in old.jsonl\n\nEvery file is scanned, binary or not (NUL bytes and invalid UTF-8 included);\nhidden and git-ignored files too unless asked otherwise. Each finding is one\nJSON line (format: docs/output.md); a summary goes to stderr."
 )]
 pub(crate) struct ScanArgs {
     /// Files and folders to scan.
@@ -81,6 +83,14 @@ pub(crate) struct ScanArgs {
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     max_object_time: u64,
 
+    #[command(flatten)]
+    rules: RuleArgs,
+
+    /// Report only findings not in FILE, a previous JSONL output of trawl
+    /// (same rule and same secret, anywhere); the summary counts the others.
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+
     /// Print no summary on stderr.
     #[arg(short, long)]
     quiet: bool,
@@ -119,7 +129,8 @@ impl ScanArgs {
 /// Runs a scan and returns the exit code.
 pub(crate) fn run(args: ScanArgs) -> Result<u8> {
     let config = args.config();
-    let engine = Engine::builtin();
+    let engine = Engine::new(args.rules.load()?)?;
+    let baseline = args.baseline.as_deref().map(Baseline::read).transpose()?;
     config
         .validate(trawl::ScanEngine::max_match_len(&engine))
         .context("invalid option")?;
@@ -128,18 +139,36 @@ pub(crate) fn run(args: ScanArgs) -> Result<u8> {
     // recognises the output file and leaves it out.
     let out = open_output(args.output.as_ref())?;
     let jsonl = JsonlSink::new(out, args.redact);
-    let mut sink: Box<dyn EventSink> = if args.sort {
+    let inner: Box<dyn EventSink> = if args.sort {
         Box::new(SortingSink::new(jsonl))
     } else {
         Box::new(jsonl)
     };
+    let baseline_size = baseline.as_ref().map(Baseline::len);
+    let mut sink = BaselineSink::new(inner, baseline.unwrap_or_default());
 
     let control = Arc::new(ScanControl::new());
     install_interrupt_handler(&control);
-    let report = scan_remote(&engine, &backend, &config, &mut sink, &control)?;
+    let mut report = scan_remote(&engine, &backend, &config, &mut sink, &control)?;
+    // The scan counts every finding it hands the sink; the baseline's are
+    // not reported, so they leave the counts (and the exit code) here.
+    let suppressed = sink.suppressed().clone();
     drop(sink);
+    for (rule, n) in &suppressed {
+        report.findings -= n;
+        if let Some(count) = report.findings_by_rule.get_mut(rule) {
+            *count -= n;
+            if *count == 0 {
+                report.findings_by_rule.remove(rule);
+            }
+        }
+    }
     if !args.quiet {
-        summary::print(&report, &mut io::stderr().lock())?;
+        let suppressed = baseline_size.map(|baseline| summary::Suppressed {
+            findings: suppressed.values().sum(),
+            baseline,
+        });
+        summary::print(&report, suppressed, &mut io::stderr().lock())?;
     }
     Ok(if !report.is_complete() {
         EXIT_INCOMPLETE

@@ -7,9 +7,21 @@ use trawl::RunReport;
 /// Shows at most this many failed objects; the rest are counted.
 const MAX_FAILURES_SHOWN: usize = 20;
 
+/// What `--baseline` held back: findings suppressed, and the baseline's size.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Suppressed {
+    pub(crate) findings: u64,
+    pub(crate) baseline: usize,
+}
+
 /// Writes the summary of `report`: what was scanned, how fast, what was
-/// found by rule, and what was skipped or failed with why.
-pub(crate) fn print(report: &RunReport, out: &mut impl Write) -> io::Result<()> {
+/// found by rule (and held back by a baseline), and what was skipped or
+/// failed with why.
+pub(crate) fn print(
+    report: &RunReport,
+    suppressed: Option<Suppressed>,
+    out: &mut impl Write,
+) -> io::Result<()> {
     let secs = report.elapsed.as_secs_f64();
     let bytes = report.io.payload_bytes_fetched;
     let rate = if secs > 0.0 { bytes as f64 / secs } else { 0.0 };
@@ -33,6 +45,13 @@ pub(crate) fn print(report: &RunReport, out: &mut impl Write) -> io::Result<()> 
         write!(out, " ({})", parts.join(", "))?;
     }
     writeln!(out)?;
+    if let Some(s) = suppressed {
+        writeln!(
+            out,
+            "  suppressed by baseline: {} (the baseline holds {} finding(s))",
+            s.findings, s.baseline
+        )?;
+    }
     if report.objects_skipped > 0 {
         writeln!(out, "  skipped: {}", report.objects_skipped)?;
         for (reason, n) in &report.skipped_by_reason {

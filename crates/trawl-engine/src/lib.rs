@@ -30,10 +30,12 @@
 //! text costs regex searches of a few hundred bytes per keyword occurrence,
 //! not of the whole chunk per rule.
 //!
-//! Rules are data: [`RuleSet::from_toml`] reads gitleaks' TOML format
-//! unchanged, and the built-in set ([`RuleSet::builtin`]) is TOML compiled
-//! into the crate and loaded by the same code. Each built-in rule carries
-//! true-positive `examples` and `near_misses` that the tests run.
+//! Rules are data: [`RuleSet::from_file`] (and [`RuleSet::from_toml`] for
+//! text in memory) reads gitleaks' TOML format unchanged, `[extend]`
+//! included, and the built-in set ([`RuleSet::builtin`], one file per
+//! family, listed in `docs/rules.md`) is TOML compiled into the crate and
+//! loaded by the same code. Each built-in rule carries true-positive
+//! `examples` and `near_misses` that the tests run.
 //!
 //! # Chunking
 //!

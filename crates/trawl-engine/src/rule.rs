@@ -1,7 +1,9 @@
 //! Rules and rule sets: the data model, the gitleaks-format TOML loader and
 //! the built-in set.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use aho_corasick::AhoCorasick;
 use regex::bytes::{Regex, RegexBuilder};
@@ -22,8 +24,36 @@ const BUILTIN_ORIGIN: &str = "<builtin>";
 /// one file per family, in the order they are loaded. Order matters: when
 /// two rules report the identical secret, the one loaded first is kept, so
 /// specific rules come before generic ones (`generic.toml` is last).
-const BUILTIN_FILES: &[(&str, &str)] =
-    &[("rules/builtin.toml", include_str!("../rules/builtin.toml"))];
+const BUILTIN_FILES: &[(&str, &str)] = &[
+    ("rules/cloud.toml", include_str!("../rules/cloud.toml")),
+    ("rules/vcs.toml", include_str!("../rules/vcs.toml")),
+    ("rules/ci.toml", include_str!("../rules/ci.toml")),
+    ("rules/chat.toml", include_str!("../rules/chat.toml")),
+    (
+        "rules/payments.toml",
+        include_str!("../rules/payments.toml"),
+    ),
+    (
+        "rules/messaging.toml",
+        include_str!("../rules/messaging.toml"),
+    ),
+    (
+        "rules/registries.toml",
+        include_str!("../rules/registries.toml"),
+    ),
+    (
+        "rules/databases.toml",
+        include_str!("../rules/databases.toml"),
+    ),
+    (
+        "rules/observability.toml",
+        include_str!("../rules/observability.toml"),
+    ),
+    ("rules/ai.toml", include_str!("../rules/ai.toml")),
+    ("rules/keys.toml", include_str!("../rules/keys.toml")),
+    ("rules/saas.toml", include_str!("../rules/saas.toml")),
+    ("rules/generic.toml", include_str!("../rules/generic.toml")),
+];
 
 /// Which text an allowlist's regexes are matched against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +178,7 @@ impl Allowlist {
 #[derive(Debug, Clone)]
 pub struct Rule {
     id: String,
+    origin: String,
     description: String,
     regex: Regex,
     automaton: meta::Regex,
@@ -167,6 +198,12 @@ impl Rule {
     /// The stable rule id (kebab-case in the built-in set, e.g. `github-pat`).
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Where the rule was last defined or extended: a file path, or
+    /// `<builtin>/…` for a built-in rule.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// A human description of what the rule finds.
@@ -241,24 +278,44 @@ impl Rule {
     }
 }
 
-/// Something accepted with a caveat while loading rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Something accepted with a caveat while loading rules: a field trawl
+/// ignores, a rule it skips or caps. Callers should show them to the user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct RuleWarning {
-    /// Where the rules came from.
+    /// Where the rules came from (a path, or `<builtin>/…`).
     pub origin: String,
-    /// The rule concerned.
-    pub rule_id: String,
+    /// The rule concerned; `None` for the file as a whole. For an ignored
+    /// field that occurs in several rules, the first of them.
+    pub rule_id: Option<String>,
     /// What the caveat is.
     pub message: String,
 }
 
+impl RuleWarning {
+    fn rule(origin: &str, rule_id: &str, message: String) -> Self {
+        RuleWarning {
+            origin: origin.to_owned(),
+            rule_id: Some(rule_id.to_owned()),
+            message,
+        }
+    }
+
+    fn file(origin: &str, message: String) -> Self {
+        RuleWarning {
+            origin: origin.to_owned(),
+            rule_id: None,
+            message,
+        }
+    }
+}
+
 impl fmt::Display for RuleWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: rule `{}`: {}",
-            self.origin, self.rule_id, self.message
-        )
+        match &self.rule_id {
+            Some(id) => write!(f, "{}: rule {id}: {}", self.origin, self.message),
+            None => write!(f, "{}: {}", self.origin, self.message),
+        }
     }
 }
 
@@ -271,6 +328,7 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     allowlists: Vec<Allowlist>,
     warnings: Vec<RuleWarning>,
+    includes_builtin: bool,
 }
 
 impl RuleSet {
@@ -283,7 +341,8 @@ impl RuleSet {
     pub fn builtin() -> RuleSet {
         let mut all = RuleSet::default();
         for (file, text) in BUILTIN_FILES {
-            let set = match load(text, &format!("{BUILTIN_ORIGIN}/{file}"), true) {
+            let origin = format!("{BUILTIN_ORIGIN}/{file}");
+            let set = match parse(text, &origin).and_then(|p| assemble(p, &origin, None, true)) {
                 Ok(set) => set,
                 Err(e) => panic!("trawl-engine's built-in rules are broken: {e}"),
             };
@@ -295,35 +354,90 @@ impl RuleSet {
             }
             all.extend(set);
         }
+        all.includes_builtin = true;
         all
     }
 
-    /// Loads rules from gitleaks-format TOML.
+    /// Loads rules from gitleaks-format TOML text; `origin` names it in
+    /// errors and warnings.
     ///
-    /// Accepted: `[[rules]]` with `id`, `description`, `regex`,
-    /// `secretGroup`, `entropy`, `keywords`, `path`, and allowlists as
-    /// `[[rules.allowlists]]` or `[rules.allowlist]` (`regexes`,
-    /// `regexTarget` = `"secret"`/`"match"`/`"line"`, `stopwords`, `paths`,
-    /// `condition` = `"OR"`/`"AND"`); global allowlists as `[allowlist]` or
-    /// `[[allowlists]]` (with optional `targetRules`); `[extend]` with
-    /// `useDefault = true` (the built-in rules first, then these; a rule
-    /// with an existing id replaces it) and `disabledRules`; trawl's own
-    /// per-rule `examples` and `near_misses`. Unknown fields are ignored, so
-    /// gitleaks files load unchanged.
+    /// The format is gitleaks v8's, read as gitleaks reads it:
     ///
-    /// Path-only rules (a `path` and no `regex`) cannot be evaluated on
-    /// content and are skipped with a warning; rules whose regex is
-    /// unbounded are capped at [`DEFAULT_MAX_MATCH_LEN`] with a warning (see
+    /// - `[[rules]]` with `id`, `description`, `regex`, `secretGroup`,
+    ///   `entropy`, `keywords`, `path`, and allowlists as
+    ///   `[[rules.allowlists]]` or the older `[rules.allowlist]` (not both);
+    /// - an allowlist has `regexes`, `regexTarget` (`"secret"`, `"match"`,
+    ///   `"line"`), `stopwords`, `paths`, `condition` (`"OR"`, `"AND"`),
+    ///   `description`, and must have at least one criterion;
+    /// - global allowlists as `[[allowlists]]` or the older `[allowlist]`
+    ///   (not both), with optional `targetRules`, each of which must name a
+    ///   rule of the assembled set;
+    /// - `[extend]` with `useDefault = true` (the built-in rules) or `path`
+    ///   (see [`from_file`](Self::from_file); an error here, since text has
+    ///   no location), and `disabledRules`, the extended rules to leave
+    ///   out. A rule whose id is an extended rule's is merged into it as
+    ///   gitleaks merges: its non-empty `description`, non-zero `entropy`
+    ///   and `secretGroup`, its `regex` and `path` replace the extended
+    ///   rule's; its `keywords` and allowlists are added. Such a rule may
+    ///   leave out `regex` (to add an allowlist to a built-in rule, say).
+    ///   The file's other rules come first, ahead of the extended rules;
+    /// - trawl's own per-rule `examples` and `near_misses`.
+    ///
+    /// Nothing is dropped silently: each field trawl does not act on
+    /// (`title`, `tags`, an allowlist's `commits`, `[extend] url`, a typo)
+    /// gives one [`RuleWarning`] per field per file; a path-only rule (a
+    /// `path` and no `regex`) cannot be evaluated on content and is skipped
+    /// with a warning; a rule whose regex is unbounded is capped at
+    /// [`DEFAULT_MAX_MATCH_LEN`] with a warning (see
     /// [`warnings`](Self::warnings)).
     ///
     /// # Errors
     ///
-    /// [`Error::Toml`] if the text is not TOML of this shape,
-    /// [`Error::InvalidRule`] naming `origin` and the rule if a rule is wrong
-    /// (bad regex, secret group out of range, missing id, duplicate id, bad
-    /// entropy, bad allowlist).
+    /// [`Error::Toml`] (with line, column and rule) if the text is not TOML
+    /// of this shape; [`Error::InvalidRule`] naming `origin` and the rule if
+    /// a rule is wrong: a regex the `regex` crate rejects, no `id`, neither
+    /// `regex` nor `path`, a `secretGroup` beyond the regex's groups or
+    /// negative, an `entropy` outside 0–8, an id used twice, an empty or
+    /// malformed allowlist; [`Error::InvalidFile`] for a wrong global
+    /// allowlist or `[extend]` table.
     pub fn from_toml(text: &str, origin: &str) -> Result<RuleSet> {
-        load(text, origin, false)
+        let parsed = parse(text, origin)?;
+        let base = match &parsed.extend {
+            ExtendSource::None => None,
+            ExtendSource::Builtin => Some(RuleSet::builtin()),
+            ExtendSource::Path(path) => {
+                return Err(Error::InvalidFile {
+                    origin: origin.to_owned(),
+                    reason: format!(
+                        "`[extend] path = {path:?}` needs the file's location: load the file \
+                         with `RuleSet::from_file`"
+                    ),
+                });
+            }
+        };
+        assemble(parsed, origin, base, false)
+    }
+
+    /// Reads and loads a gitleaks-format rule file (see
+    /// [`from_toml`](Self::from_toml)), following its `[extend] path`.
+    ///
+    /// The path is resolved as gitleaks resolves it, relative to the working
+    /// folder, and failing that relative to the extending file's folder. A
+    /// file extended is loaded the same way, recursively; a cycle is an
+    /// error, and as in gitleaks, an `[extend]` more than two levels down is
+    /// ignored (with a warning). Errors and warnings name each file by the
+    /// path it was reached by.
+    ///
+    /// This and the `[extend]` it follows are the only file reads of this
+    /// crate: loading configuration, never scanning.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_toml`](Self::from_toml), plus [`Error::Io`] if a file
+    /// cannot be read and [`Error::InvalidFile`] if an extended file cannot
+    /// be found or the extension makes a cycle.
+    pub fn from_file(path: &Path) -> Result<RuleSet> {
+        load_file(path, &mut Vec::new())
     }
 
     /// The number of rules.
@@ -351,10 +465,17 @@ impl RuleSet {
         &self.allowlists
     }
 
-    /// Caveats from loading (skipped path-only rules, capped unbounded
-    /// rules). Callers should show them to the user.
+    /// Caveats from loading (ignored fields, skipped path-only rules, capped
+    /// unbounded rules). Callers should show them to the user.
     pub fn warnings(&self) -> &[RuleWarning] {
         &self.warnings
+    }
+
+    /// Whether the built-in rules went into this set: it is
+    /// [`builtin`](Self::builtin), or a file of it extends them
+    /// (`[extend] useDefault = true`, possibly through `[extend] path`).
+    pub fn includes_builtin(&self) -> bool {
+        self.includes_builtin
     }
 
     /// Appends `other`'s rules, global allowlists and warnings. A rule of
@@ -369,6 +490,27 @@ impl RuleSet {
         }
         self.allowlists.extend(other.allowlists);
         self.warnings.extend(other.warnings);
+        self.includes_builtin |= other.includes_builtin;
+    }
+
+    /// Lays `top` over this set: a rule of `top` whose id is already present
+    /// replaces the existing rule in place; `top`'s other rules go first,
+    /// ahead of this set's, since rules laid over others are the more
+    /// specific ones (the earlier rule is kept when two report the same
+    /// secret). Global allowlists and warnings are added.
+    pub fn overlay(&mut self, top: RuleSet) {
+        let mut first = Vec::new();
+        for rule in top.rules {
+            match self.rules.iter_mut().find(|r| r.id == rule.id) {
+                Some(slot) => *slot = rule,
+                None => first.push(rule),
+            }
+        }
+        first.append(&mut self.rules);
+        self.rules = first;
+        self.allowlists.extend(top.allowlists);
+        self.warnings.extend(top.warnings);
+        self.includes_builtin |= top.includes_builtin;
     }
 
     /// Removes the rules with these ids.
@@ -389,6 +531,10 @@ impl<'a> IntoIterator for &'a RuleSet {
 
 // ---- the TOML shape ----
 
+/// The keys of one table that the shape below does not know, caught so
+/// that each can be warned about instead of silently dropped.
+type Extra = BTreeMap<String, toml::Value>;
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct FileToml {
@@ -400,6 +546,8 @@ struct FileToml {
     allowlist: Option<AllowlistToml>,
     #[serde(default)]
     allowlists: Vec<AllowlistToml>,
+    #[serde(flatten)]
+    extra: Extra,
 }
 
 #[derive(Deserialize)]
@@ -407,8 +555,11 @@ struct FileToml {
 struct ExtendToml {
     #[serde(default)]
     use_default: bool,
+    path: Option<String>,
     #[serde(default)]
     disabled_rules: Vec<String>,
+    #[serde(flatten)]
+    extra: Extra,
 }
 
 #[derive(Deserialize)]
@@ -431,6 +582,8 @@ struct RuleToml {
     examples: Vec<String>,
     #[serde(default, rename = "near_misses")]
     near_misses: Vec<String>,
+    #[serde(flatten)]
+    extra: Extra,
 }
 
 #[derive(Deserialize)]
@@ -448,6 +601,8 @@ struct AllowlistToml {
     paths: Vec<String>,
     #[serde(default)]
     target_rules: Vec<String>,
+    #[serde(flatten)]
+    extra: Extra,
 }
 
 /// A rule's regex compiled twice over the same syntax: the `regex` crate's
@@ -507,95 +662,246 @@ pub(crate) fn compile_rule(pattern: &str) -> Result<Compiled, String> {
     })
 }
 
-fn load(text: &str, origin: &str, strict: bool) -> Result<RuleSet> {
-    let file: FileToml = toml::from_str(text).map_err(|e| Error::Toml {
-        origin: origin.to_owned(),
-        message: e.to_string(),
+// ---- loading: parse one file, then assemble it on top of what it extends ----
+
+/// What a file's `[extend]` table asks for.
+enum ExtendSource {
+    /// Nothing: the file stands alone.
+    None,
+    /// The built-in rules (`useDefault = true`).
+    Builtin,
+    /// Another rule file, as written in the file.
+    Path(String),
+}
+
+/// One rule as written in a file, before it is merged into the rule of the
+/// same id it may extend, or finished into a standalone [`Rule`]. Unset
+/// fields are empty, `0` or `None`, as gitleaks reads them.
+struct Draft {
+    id: String,
+    description: String,
+    regex: Option<Compiled>,
+    secret_group: usize,
+    entropy: Option<f64>,
+    keywords: Vec<String>,
+    path: Option<Regex>,
+    allowlists: Vec<Allowlist>,
+    examples: Vec<String>,
+    near_misses: Vec<String>,
+}
+
+/// One file, parsed and checked on its own.
+struct Parsed {
+    drafts: Vec<Draft>,
+    globals: Vec<Allowlist>,
+    extend: ExtendSource,
+    disabled_rules: Vec<String>,
+    warnings: Vec<RuleWarning>,
+}
+
+/// gitleaks follows `[extend]` at most this many levels deep (a file, what
+/// it extends, and what that extends); deeper `[extend]` tables are ignored
+/// there, and ignored here with a warning.
+const MAX_EXTEND_DEPTH: usize = 2;
+
+/// Loads `path` and what it extends. `chain` holds the canonical paths of
+/// the files extending it, outermost first, for the cycle check.
+fn load_file(path: &Path, chain: &mut Vec<PathBuf>) -> Result<RuleSet> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
     })?;
-    let mut own = RuleSet::default();
+    let mut parsed = parse(&text, &origin)?;
+    let base = match std::mem::replace(&mut parsed.extend, ExtendSource::None) {
+        ExtendSource::None => None,
+        _ if chain.len() >= MAX_EXTEND_DEPTH => {
+            parsed.warnings.push(RuleWarning::file(
+                &origin,
+                format!(
+                    "`[extend]` ignored: gitleaks follows at most {MAX_EXTEND_DEPTH} levels \
+                     of extension and ignores deeper ones"
+                ),
+            ));
+            None
+        }
+        ExtendSource::Builtin => Some(RuleSet::builtin()),
+        ExtendSource::Path(target) => {
+            let resolved = resolve_extend_path(&target, path, &origin)?;
+            let me = canonical(path);
+            let them = canonical(&resolved);
+            if them == me || chain.contains(&them) {
+                let cycle: Vec<String> = chain
+                    .iter()
+                    .chain([&me, &them])
+                    .map(|p| p.display().to_string())
+                    .collect();
+                return Err(Error::InvalidFile {
+                    origin,
+                    reason: format!("`[extend] path` makes a cycle: {}", cycle.join(" -> ")),
+                });
+            }
+            chain.push(me);
+            let base = load_file(&resolved, chain);
+            chain.pop();
+            Some(base?)
+        }
+    };
+    assemble(parsed, &origin, base, false)
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| path.to_owned())
+}
+
+/// Finds the file an `[extend] path` names: relative to the working folder
+/// first, as gitleaks reads it, then relative to the extending file's
+/// folder.
+fn resolve_extend_path(target: &str, extending: &Path, origin: &str) -> Result<PathBuf> {
+    let as_given = Path::new(target);
+    if as_given.is_file() {
+        return Ok(as_given.to_owned());
+    }
+    let beside = extending
+        .parent()
+        .map_or_else(|| as_given.to_owned(), |dir| dir.join(as_given));
+    if !as_given.is_absolute() && beside.is_file() {
+        return Ok(beside);
+    }
+    Err(Error::InvalidFile {
+        origin: origin.to_owned(),
+        reason: format!(
+            "`[extend] path` {target:?} not found (looked relative to the working folder, \
+             then at {})",
+            beside.display()
+        ),
+    })
+}
+
+/// Parses one file's text and checks each rule and allowlist on its own.
+fn parse(text: &str, origin: &str) -> Result<Parsed> {
+    let file: FileToml = toml::from_str(text).map_err(|e| toml_error(text, origin, &e))?;
+    let mut fields = FieldWarnings::default();
+    fields.note("", &file.extra, None);
+    let mut drafts: Vec<Draft> = Vec::with_capacity(file.rules.len());
     for (n, raw) in file.rules.into_iter().enumerate() {
-        let name = raw.id.clone().unwrap_or_else(|| format!("#{}", n + 1));
+        let name = match &raw.id {
+            Some(id) if !id.trim().is_empty() => id.clone(),
+            _ => format!("#{}", n + 1),
+        };
         let invalid = |reason: String| Error::InvalidRule {
             origin: origin.to_owned(),
             rule_id: name.clone(),
             reason,
         };
-        if let Some(rule) = build_rule(raw, origin, strict, &mut own.warnings, &invalid)? {
-            if own.rules.iter().any(|r| r.id == rule.id) {
-                return Err(invalid("duplicate rule id".to_owned()));
+        fields.note("rules.", &raw.extra, Some(&name));
+        let rule_allowlists = raw.allowlist.iter().map(|a| ("rules.allowlist.", a));
+        for (prefix, a) in
+            rule_allowlists.chain(raw.allowlists.iter().map(|a| ("rules.allowlists.", a)))
+        {
+            fields.note(prefix, &a.extra, Some(&name));
+            if !a.target_rules.is_empty() {
+                fields.note_one(&format!("{prefix}targetRules"), Some(&name));
             }
-            own.rules.push(rule);
         }
+        let draft = parse_rule(raw, &invalid)?;
+        if drafts.iter().any(|d| d.id == draft.id) {
+            return Err(invalid(
+                "duplicate rule id: another `[[rules]]` entry of this file has it".to_owned(),
+            ));
+        }
+        drafts.push(draft);
     }
-    let globals = file.allowlist.into_iter().chain(file.allowlists);
-    for (n, raw) in globals.enumerate() {
-        let invalid = |reason: String| Error::InvalidRule {
+    if file.allowlist.is_some() && !file.allowlists.is_empty() {
+        return Err(Error::InvalidFile {
             origin: origin.to_owned(),
-            rule_id: format!("<global allowlist #{}>", n + 1),
-            reason,
+            reason: "`[allowlist]` and `[[allowlists]]` cannot be used together (as in gitleaks)"
+                .to_owned(),
+        });
+    }
+    let global_key = if file.allowlist.is_some() {
+        "allowlist"
+    } else {
+        "allowlists"
+    };
+    let mut globals = Vec::new();
+    for (n, raw) in file
+        .allowlist
+        .into_iter()
+        .chain(file.allowlists)
+        .enumerate()
+    {
+        fields.note(&format!("{global_key}."), &raw.extra, None);
+        let invalid = |reason: String| Error::InvalidFile {
+            origin: origin.to_owned(),
+            reason: format!("global allowlist #{}: {reason}", n + 1),
         };
-        own.allowlists.push(build_allowlist(raw, &invalid)?);
+        globals.push(build_allowlist(raw, true, &invalid)?);
     }
-    match file.extend {
-        Some(ext) if ext.use_default => {
-            let mut set = RuleSet::builtin();
-            set.remove(ext.disabled_rules.iter().map(String::as_str));
-            set.extend(own);
-            Ok(set)
-        }
+    let (extend, disabled_rules) = match file.extend {
+        None => (ExtendSource::None, Vec::new()),
         Some(ext) => {
-            own.remove(ext.disabled_rules.iter().map(String::as_str));
-            Ok(own)
+            fields.note("extend.", &ext.extra, None);
+            let source = match (ext.use_default, ext.path) {
+                (true, Some(_)) => {
+                    return Err(Error::InvalidFile {
+                        origin: origin.to_owned(),
+                        reason: "`[extend]` cannot set both `useDefault` and `path` \
+                                 (as in gitleaks)"
+                            .to_owned(),
+                    });
+                }
+                (true, None) => ExtendSource::Builtin,
+                (false, Some(path)) if !path.is_empty() => ExtendSource::Path(path),
+                (false, _) => ExtendSource::None,
+            };
+            (source, ext.disabled_rules)
         }
-        None => Ok(own),
+    };
+    let mut warnings = fields.into_warnings(origin);
+    if matches!(extend, ExtendSource::None) && !disabled_rules.is_empty() {
+        warnings.push(RuleWarning::file(
+            origin,
+            "`[extend] disabledRules` has no effect without `useDefault` or `path` \
+             (as in gitleaks)"
+                .to_owned(),
+        ));
     }
+    Ok(Parsed {
+        drafts,
+        globals,
+        extend,
+        disabled_rules,
+        warnings,
+    })
 }
 
-fn build_rule(
-    raw: RuleToml,
-    origin: &str,
-    strict: bool,
-    warnings: &mut Vec<RuleWarning>,
-    invalid: &dyn Fn(String) -> Error,
-) -> Result<Option<Rule>> {
+/// Checks one `[[rules]]` entry on its own (what needs the rule it may
+/// extend is checked when the file is assembled).
+fn parse_rule(raw: RuleToml, invalid: &dyn Fn(String) -> Error) -> Result<Draft> {
     let id = match raw.id {
         Some(id) if !id.trim().is_empty() => id,
         _ => return Err(invalid("missing `id`".to_owned())),
     };
-    let Some(pattern) = raw.regex else {
-        if raw.path.is_some() {
-            warnings.push(RuleWarning {
-                origin: origin.to_owned(),
-                rule_id: id,
-                message: "path-only rule (no `regex`) skipped: trawl matches content".to_owned(),
-            });
-            return Ok(None);
-        }
-        return Err(invalid("missing `regex`".to_owned()));
-    };
-    let Compiled {
-        regex,
-        automaton,
-        max_len,
-    } = compile_rule(&pattern).map_err(|e| invalid(format!("invalid `regex`: {e}")))?;
-    let groups = regex.captures_len() - 1;
+    let regex = raw
+        .regex
+        .filter(|p| !p.is_empty())
+        .map(|p| compile_rule(&p))
+        .transpose()
+        .map_err(|e| invalid(format!("invalid `regex`: {e}")))?;
     let secret_group = match raw.secret_group {
-        None | Some(0) => None,
-        Some(g) if g < 0 => return Err(invalid(format!("`secretGroup` {g} is negative"))),
+        None => 0,
         Some(g) => {
-            let g = usize::try_from(g).unwrap_or(usize::MAX);
-            if g > groups {
-                return Err(invalid(format!(
-                    "`secretGroup` is {g} but the regex has {groups} capture group(s)"
-                )));
-            }
-            Some(g)
+            usize::try_from(g).map_err(|_| invalid(format!("`secretGroup` {g} is negative")))?
         }
     };
     if let Some(e) = raw.entropy
         && !(0.0..=8.0).contains(&e)
     {
-        return Err(invalid(format!("`entropy` {e} is outside 0.0..=8.0")));
+        return Err(invalid(format!(
+            "`entropy` {e} is outside 0.0..=8.0 (a byte string's Shannon entropy is at most \
+             8 bits per byte, so the rule could never report)"
+        )));
     }
     let mut keywords = Vec::with_capacity(raw.keywords.len());
     for k in raw.keywords {
@@ -609,65 +915,258 @@ fn build_rule(
     }
     let path = raw
         .path
+        .filter(|p| !p.is_empty())
         .map(|p| compile(&p).map(|(re, _)| re))
         .transpose()
         .map_err(|e| invalid(format!("invalid `path`: {e}")))?;
+    if raw.allowlist.is_some() && !raw.allowlists.is_empty() {
+        return Err(invalid(
+            "`[rules.allowlist]` and `[[rules.allowlists]]` cannot be used together \
+             (as in gitleaks)"
+                .to_owned(),
+        ));
+    }
     let allowlists = raw
         .allowlist
         .into_iter()
         .chain(raw.allowlists)
-        .map(|a| build_allowlist(a, invalid))
+        .enumerate()
+        .map(|(n, a)| {
+            let invalid = |reason: String| invalid(format!("allowlist #{}: {reason}", n + 1));
+            build_allowlist(a, false, &invalid)
+        })
         .collect::<Result<Vec<_>>>()?;
-    let (max_len, bounded) = match max_len {
-        Some(n) => (n, true),
-        None if strict => {
-            return Err(Error::UnboundedRule {
+    Ok(Draft {
+        id,
+        description: raw.description,
+        regex,
+        secret_group,
+        entropy: raw.entropy,
+        keywords,
+        path,
+        allowlists,
+        examples: raw.examples,
+        near_misses: raw.near_misses,
+    })
+}
+
+/// Puts a parsed file on top of what it extends, the way gitleaks does, and
+/// checks what needs the whole: secret groups against merged regexes, rules
+/// with nothing to match, `targetRules`.
+fn assemble(parsed: Parsed, origin: &str, base: Option<RuleSet>, strict: bool) -> Result<RuleSet> {
+    let extends = base.is_some();
+    let mut set = base.unwrap_or_default();
+    set.warnings.extend(parsed.warnings);
+    if extends {
+        for id in &parsed.disabled_rules {
+            if set.get(id).is_none() {
+                set.warnings.push(RuleWarning::file(
+                    origin,
+                    format!(
+                        "`[extend] disabledRules` names `{id}`, which is not a rule of the \
+                         extended rules (as gitleaks, ignored)"
+                    ),
+                ));
+            }
+        }
+        set.remove(parsed.disabled_rules.iter().map(String::as_str));
+    }
+    let mut own = Vec::new();
+    for draft in parsed.drafts {
+        let id = draft.id.clone();
+        let invalid = |reason: String| Error::InvalidRule {
+            origin: origin.to_owned(),
+            rule_id: id.clone(),
+            reason,
+        };
+        if let Some(slot) = set.rules.iter_mut().find(|r| r.id == draft.id) {
+            merge(slot, draft, origin, &mut set.warnings, &invalid)?;
+        } else if let Some(rule) = finish(draft, origin, strict, &mut set.warnings, &invalid)? {
+            own.push(rule);
+        }
+    }
+    // A file's own rules go before the rules it extends: they are the more
+    // specific ones, and the earlier rule is kept when two report the same
+    // secret.
+    own.append(&mut set.rules);
+    set.rules = own;
+    for (n, allowlist) in parsed.globals.iter().enumerate() {
+        if let Some(missing) = allowlist
+            .target_rules
+            .iter()
+            .find(|id| set.get(id).is_none())
+        {
+            return Err(Error::InvalidFile {
                 origin: origin.to_owned(),
-                rule_id: id,
+                reason: format!(
+                    "global allowlist #{}: `targetRules` names `{missing}`, which is not a rule \
+                     (as in gitleaks)",
+                    n + 1
+                ),
             });
         }
+    }
+    let mut globals = parsed.globals;
+    globals.append(&mut set.allowlists);
+    set.allowlists = globals;
+    Ok(set)
+}
+
+/// The length bound of a rule's regex, or the default cap with a warning
+/// (an error for built-in rules).
+fn bound(
+    max_len: Option<usize>,
+    id: &str,
+    origin: &str,
+    strict: bool,
+    warnings: &mut Vec<RuleWarning>,
+) -> Result<(usize, bool)> {
+    match max_len {
+        Some(n) => Ok((n, true)),
+        None if strict => Err(Error::UnboundedRule {
+            origin: origin.to_owned(),
+            rule_id: id.to_owned(),
+        }),
         None => {
-            warnings.push(RuleWarning {
-                origin: origin.to_owned(),
-                rule_id: id.clone(),
-                message: format!(
+            warnings.push(RuleWarning::rule(
+                origin,
+                id,
+                format!(
                     "the regex can match unboundedly long text; matches longer than \
                      {DEFAULT_MAX_MATCH_LEN} bytes are dropped"
                 ),
-            });
-            (DEFAULT_MAX_MATCH_LEN, false)
+            ));
+            Ok((DEFAULT_MAX_MATCH_LEN, false))
         }
+    }
+}
+
+fn check_secret_group(
+    regex: &Regex,
+    group: usize,
+    invalid: &dyn Fn(String) -> Error,
+) -> Result<()> {
+    let groups = regex.captures_len() - 1;
+    if group > groups {
+        return Err(invalid(format!(
+            "`secretGroup` is {group} but the regex has {groups} capture group(s)"
+        )));
+    }
+    Ok(())
+}
+
+/// Makes a standalone rule of a draft; `None` for a path-only rule, which
+/// is skipped with a warning.
+fn finish(
+    draft: Draft,
+    origin: &str,
+    strict: bool,
+    warnings: &mut Vec<RuleWarning>,
+    invalid: &dyn Fn(String) -> Error,
+) -> Result<Option<Rule>> {
+    let Some(compiled) = draft.regex else {
+        if draft.path.is_some() {
+            warnings.push(RuleWarning::rule(
+                origin,
+                &draft.id,
+                "path-only rule (no `regex`) skipped: trawl matches content, not file names"
+                    .to_owned(),
+            ));
+            return Ok(None);
+        }
+        return Err(invalid(
+            "neither `regex` nor `path`: the rule would have no effect (only a rule that \
+             extends a rule of the same id from `[extend]` may leave both out)"
+                .to_owned(),
+        ));
     };
+    check_secret_group(&compiled.regex, draft.secret_group, invalid)?;
+    let (max_len, bounded) = bound(compiled.max_len, &draft.id, origin, strict, warnings)?;
     Ok(Some(Rule {
-        id,
-        description: raw.description,
         // Built-in rules are written so that every match contains one of
         // the keywords (a test checks every example); user rules follow
         // gitleaks, where a keyword anywhere in the text is enough.
-        keyword_in_match: strict && !keywords.is_empty(),
-        regex,
-        automaton,
-        secret_group,
-        keywords,
-        entropy: raw.entropy,
-        allowlists,
-        path,
+        keyword_in_match: strict && !draft.keywords.is_empty(),
+        id: draft.id,
+        origin: origin.to_owned(),
+        description: draft.description,
+        regex: compiled.regex,
+        automaton: compiled.automaton,
+        secret_group: (draft.secret_group > 0).then_some(draft.secret_group),
+        keywords: draft.keywords,
+        entropy: draft.entropy,
+        allowlists: draft.allowlists,
+        path: draft.path,
         max_len,
         bounded,
-        examples: raw.examples,
-        near_misses: raw.near_misses,
+        examples: draft.examples,
+        near_misses: draft.near_misses,
     }))
 }
 
-fn build_allowlist(raw: AllowlistToml, invalid: &dyn Fn(String) -> Error) -> Result<Allowlist> {
+/// Merges a file's rule into the extended rule of the same id, as gitleaks
+/// does: a non-empty description, a non-zero entropy or secret group, a
+/// regex or a path replace the extended rule's; keywords and allowlists are
+/// added to its own.
+fn merge(
+    base: &mut Rule,
+    draft: Draft,
+    origin: &str,
+    warnings: &mut Vec<RuleWarning>,
+    invalid: &dyn Fn(String) -> Error,
+) -> Result<()> {
+    if let Some(compiled) = draft.regex {
+        let (max_len, bounded) = bound(compiled.max_len, &draft.id, origin, false, warnings)?;
+        base.regex = compiled.regex;
+        base.automaton = compiled.automaton;
+        base.max_len = max_len;
+        base.bounded = bounded;
+        // The new regex's matches need not contain the keywords.
+        base.keyword_in_match = false;
+        base.examples = draft.examples;
+        base.near_misses = draft.near_misses;
+    } else {
+        base.examples.extend(draft.examples);
+        base.near_misses.extend(draft.near_misses);
+    }
+    if !draft.description.is_empty() {
+        base.description = draft.description;
+    }
+    if let Some(e) = draft.entropy
+        && e != 0.0
+    {
+        base.entropy = Some(e);
+    }
+    if draft.secret_group > 0 {
+        base.secret_group = Some(draft.secret_group);
+    }
+    check_secret_group(&base.regex, base.secret_group.unwrap_or(0), invalid)?;
+    if draft.path.is_some() {
+        base.path = draft.path;
+    }
+    for k in draft.keywords {
+        if !base.keywords.contains(&k) {
+            base.keywords.push(k);
+        }
+    }
+    base.allowlists.extend(draft.allowlists);
+    base.origin = origin.to_owned();
+    Ok(())
+}
+
+fn build_allowlist(
+    raw: AllowlistToml,
+    global: bool,
+    invalid: &dyn Fn(String) -> Error,
+) -> Result<Allowlist> {
     let condition = match raw
         .condition
         .as_deref()
         .map(str::to_ascii_uppercase)
         .as_deref()
     {
-        None | Some("OR") | Some("") => Condition::Or,
-        Some("AND") => Condition::And,
+        None | Some("OR") | Some("||") | Some("") => Condition::Or,
+        Some("AND") | Some("&&") => Condition::And,
         Some(other) => {
             return Err(invalid(format!(
                 "allowlist `condition` must be \"OR\" or \"AND\", not {other:?}"
@@ -684,6 +1183,20 @@ fn build_allowlist(raw: AllowlistToml, invalid: &dyn Fn(String) -> Error) -> Res
             )));
         }
     };
+    // gitleaks also counts `commits` here; trawl warns that it ignores
+    // them, and an allowlist of commits alone then allows nothing.
+    let has_commits = raw
+        .extra
+        .get("commits")
+        .and_then(toml::Value::as_array)
+        .is_some_and(|c| !c.is_empty());
+    if raw.regexes.is_empty() && raw.paths.is_empty() && raw.stopwords.is_empty() && !has_commits {
+        return Err(invalid(
+            "empty allowlist: it needs at least one of `regexes`, `paths` or `stopwords` \
+             (as in gitleaks)"
+                .to_owned(),
+        ));
+    }
     let compile_all = |what: &str, list: Vec<String>| -> Result<Vec<Regex>> {
         list.iter()
             .map(|p| {
@@ -695,9 +1208,15 @@ fn build_allowlist(raw: AllowlistToml, invalid: &dyn Fn(String) -> Error) -> Res
     };
     let regexes = compile_all("regex", raw.regexes)?;
     let paths = compile_all("path", raw.paths)?;
-    let stopwords: Vec<String> = raw.stopwords.iter().map(|s| s.to_lowercase()).collect();
-    if stopwords.iter().any(String::is_empty) {
-        return Err(invalid("empty allowlist stopword".to_owned()));
+    let mut stopwords: Vec<String> = Vec::with_capacity(raw.stopwords.len());
+    for s in raw.stopwords {
+        let s = s.to_lowercase();
+        if s.is_empty() {
+            return Err(invalid("empty allowlist stopword".to_owned()));
+        }
+        if !stopwords.contains(&s) {
+            stopwords.push(s);
+        }
     }
     let stopword_matcher = if stopwords.is_empty() {
         None
@@ -717,6 +1236,170 @@ fn build_allowlist(raw: AllowlistToml, invalid: &dyn Fn(String) -> Error) -> Res
         stopwords,
         stopword_matcher,
         paths,
-        target_rules: raw.target_rules,
+        // A rule's allowlist has no `targetRules` (warned about when parsed).
+        target_rules: if global { raw.target_rules } else { Vec::new() },
     })
+}
+
+// ---- warnings about fields trawl does not use ----
+
+/// Fields trawl reads but does not act on, one warning per field per file,
+/// in the order they first occur.
+#[derive(Default)]
+struct FieldWarnings {
+    /// (dotted field name, the first rule it occurs in, how many times).
+    seen: Vec<(String, Option<String>, usize)>,
+}
+
+impl FieldWarnings {
+    fn note(&mut self, prefix: &str, extra: &Extra, rule: Option<&str>) {
+        for key in extra.keys() {
+            self.note_one(&format!("{prefix}{key}"), rule);
+        }
+    }
+
+    fn note_one(&mut self, field: &str, rule: Option<&str>) {
+        match self.seen.iter_mut().find(|(f, _, _)| f == field) {
+            Some((_, _, n)) => *n += 1,
+            None => self
+                .seen
+                .push((field.to_owned(), rule.map(str::to_owned), 1)),
+        }
+    }
+
+    fn into_warnings(self, origin: &str) -> Vec<RuleWarning> {
+        self.seen
+            .into_iter()
+            .map(|(field, rule, n)| {
+                let times = if n > 1 {
+                    format!(" ({n} times in this file)")
+                } else {
+                    String::new()
+                };
+                RuleWarning {
+                    origin: origin.to_owned(),
+                    rule_id: rule,
+                    message: format!("field `{field}` ignored: {}{times}", why_ignored(&field)),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Why trawl ignores a field, for the gitleaks fields it knows.
+fn why_ignored(field: &str) -> &'static str {
+    let last = field.rsplit('.').next().unwrap_or(field);
+    match (field, last) {
+        ("title" | "description", _) => "informational; it changes nothing in trawl",
+        ("rules.tags", _) => "trawl's findings carry no tags",
+        ("rules.skipReport", _) => {
+            "not supported: trawl reports this rule's findings like any other rule's"
+        }
+        ("rules.required", _) => {
+            "composite rules are not supported: the rule reports its own matches, whatever \
+             the required rules find"
+        }
+        ("extend.url", _) => {
+            "extending from a URL is not supported (gitleaks does not do it either)"
+        }
+        (_, "targetRules") => "only a global `[[allowlists]]` entry can have `targetRules`",
+        (_, "commits") => "trawl does not scan git history, so commit allowlists never apply",
+        _ => "not a field of gitleaks' format (a typo?)",
+    }
+}
+
+// ---- where a TOML error is ----
+
+/// An [`Error::Toml`] with the line, column and enclosing rule of `e`.
+fn toml_error(text: &str, origin: &str, e: &toml::de::Error) -> Error {
+    let (line, column, rule_id) = match e.span() {
+        Some(span) => {
+            let (line, column) = line_col(text, span.start);
+            (Some(line), Some(column), rule_around(text, line))
+        }
+        None => (None, None, None),
+    };
+    Error::Toml {
+        origin: origin.to_owned(),
+        line,
+        column,
+        rule_id,
+        message: e.message().trim().to_owned(),
+    }
+}
+
+/// 1-based line and character column of byte `offset` of `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = 1 + before.matches('\n').count();
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, 1 + before[line_start..].chars().count())
+}
+
+/// The id of the `[[rules]]` entry that line `line` (1-based) belongs to
+/// (`#N` when it has no `id = "…"` line), or `None` if the line is not in
+/// one. A textual scan, since the text did not parse: up to the nearest
+/// table header that is not a rule's sub-table, then down from that
+/// `[[rules]]` header to its `id` line.
+fn rule_around(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let upto = line.min(lines.len());
+    let header = (0..upto).rev().find_map(|i| {
+        let name = header_name(lines[i])?;
+        if name.starts_with("rules.") {
+            None
+        } else {
+            Some((
+                i,
+                name == "rules" && lines[i].trim_start().starts_with("[["),
+            ))
+        }
+    });
+    let (start, is_rule) = header?;
+    if !is_rule {
+        return None;
+    }
+    let ordinal = lines[..=start]
+        .iter()
+        .filter(|l| header_name(l).as_deref() == Some("rules") && l.trim_start().starts_with("[["))
+        .count();
+    lines[start + 1..]
+        .iter()
+        .take_while(|l| header_name(l).is_none())
+        .find_map(|l| id_value(l))
+        .or_else(|| Some(format!("#{ordinal}")))
+}
+
+/// The table name of a `[name]` or `[[name]]` header line.
+fn header_name(line: &str) -> Option<String> {
+    let t = line.trim();
+    if !t.starts_with('[') {
+        return None;
+    }
+    let inner = t.trim_start_matches('[');
+    let name = inner.split(']').next()?;
+    Some(
+        name.split('.')
+            .map(|p| p.trim().trim_matches(['"', '\'']))
+            .collect::<Vec<_>>()
+            .join("."),
+    )
+}
+
+/// The value of an `id = "…"` line.
+fn id_value(line: &str) -> Option<String> {
+    let rest = line
+        .trim()
+        .strip_prefix("id")?
+        .trim_start()
+        .strip_prefix('=')?
+        .trim();
+    let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let body = &rest[1..];
+    let end = body.find(quote)?;
+    Some(body[..end].to_owned())
 }
