@@ -386,20 +386,31 @@ impl Engine {
             }
             let end = at.saturating_add(rule.max_len()).min(buf.len());
             let input = Input::new(buf).range(at..end).anchored(Anchored::Yes);
-            let Some(found) = rule
-                .automaton()
-                .search_with(&mut scratch.caches[index], &input)
-            else {
-                continue;
+            let regex = rule.automaton();
+            let cache = &mut scratch.caches[index];
+            // Anchored, the capture search is about as cheap as the plain
+            // one, and finds the secret in the same pass.
+            let (whole, secret) = if self.needs_captures[index] {
+                let captures = &mut scratch.captures[index];
+                regex.search_captures_with(cache, &input, captures);
+                let Some(whole) = captures.get_match().map(|m| m.range()) else {
+                    continue;
+                };
+                let secret = secret_group(rule, captures, &whole);
+                (whole, secret)
+            } else {
+                let Some(found) = regex.search_with(cache, &input) else {
+                    continue;
+                };
+                (found.range(), Some(found.range()))
             };
-            let whole = found.range();
             next_free = whole.end.max(at + 1);
-            self.confirm(index, chunk, whole, scratch, out);
+            self.report(index, chunk, whole, secret, out);
         }
     }
 
-    /// Resolves the secret of a match of rule `index` and reports the match
-    /// if [`accepts`](Self::accepts) says so.
+    /// Resolves the secret of a match of rule `index` found without
+    /// captures, and reports the match if it is accepted.
     fn confirm(
         &self,
         index: usize,
@@ -409,9 +420,6 @@ impl Engine {
         out: &mut Vec<RawMatch>,
     ) {
         let rule = self.rule_at(index);
-        if whole.len() > rule.max_len() {
-            return;
-        }
         let secret = if self.needs_captures[index] {
             let captures = &mut scratch.captures[index];
             let exact = Input::new(chunk.buf)
@@ -423,6 +431,22 @@ impl Engine {
         } else {
             Some(whole.clone())
         };
+        self.report(index, chunk, whole, secret, out);
+    }
+
+    /// Reports a match of rule `index` with its secret if
+    /// [`accepts`](Self::accepts) says so.
+    fn report(
+        &self,
+        index: usize,
+        chunk: &Chunk<'_>,
+        whole: Range<usize>,
+        secret: Option<Range<usize>>,
+        out: &mut Vec<RawMatch>,
+    ) {
+        if whole.len() > self.rule_at(index).max_len() {
+            return;
+        }
         let Some(secret) = secret.filter(|s| !s.is_empty()) else {
             return;
         };
