@@ -3,7 +3,6 @@
 
 use std::ops::Range;
 
-use aho_corasick::{AhoCorasick, MatchKind};
 use memchr::memmem;
 use regex_automata::util::captures::Captures;
 use regex_automata::{Anchored, Input, meta};
@@ -11,6 +10,7 @@ use regex_automata::{Anchored, Input, meta};
 use crate::engine_trait::{Chunk, RawMatch, RuleIndex, ScanEngine};
 use crate::entropy::shannon_entropy;
 use crate::error::{Error, Result};
+use crate::keywords::{Hit, KeywordScanner, STREAMS};
 use crate::rule::{MatchTexts, Rule, RuleSet};
 
 /// How far, in bytes, the engine looks before a match for the start of its
@@ -65,7 +65,7 @@ pub struct Engine {
     /// All distinct keywords, in pattern-id order.
     keywords: Vec<String>,
     /// `None` if no rule has a keyword.
-    prefilter: Option<AhoCorasick>,
+    prefilter: Option<KeywordScanner>,
     /// For each keyword (pattern id), the rules it makes candidates.
     keyword_rules: Vec<Vec<u32>>,
     /// Per rule: whether it has no keyword and so runs on every chunk.
@@ -96,6 +96,10 @@ pub struct Scratch {
     /// Keyword occurrences `(rule, offset)` at which anchored rules are
     /// searched.
     anchors: Vec<(u32, usize)>,
+    /// The keyword occurrences of the current chunk, and the keyword
+    /// scanner's per-stream lists.
+    hits: Vec<Hit>,
+    spill: [Vec<Hit>; STREAMS],
     /// Per rule: the index in `spans` of its last span, to merge
     /// overlapping ones as keyword hits arrive (`NONE` if it has none yet).
     last_span: Vec<usize>,
@@ -151,19 +155,7 @@ impl Engine {
         let prefilter = if keywords.is_empty() {
             None
         } else {
-            Some(
-                // A full DFA: the fastest search for a few hundred short
-                // keywords. Its own prefilter is off: with this many
-                // (case-folded) keywords it finds candidates everywhere in
-                // source code and only slows the search down (measured).
-                AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                    .prefilter(false)
-                    .build(&keywords)
-                    .map_err(|e| Error::Prefilter(Box::new(e)))?,
-            )
+            Some(KeywordScanner::new(&keywords).map_err(|e| Error::Prefilter(Box::new(e)))?)
         };
         let always = rules.iter().map(|r| r.keywords().is_empty()).collect();
         let reach = rules
@@ -294,11 +286,17 @@ impl Engine {
         for (rule, _) in self.always.iter().enumerate().filter(|(_, a)| **a) {
             whole(rule, scratch);
         }
-        let Some(ac) = &self.prefilter else { return };
-        for hit in ac.find_overlapping_iter(buf) {
-            for &rule in &self.keyword_rules[hit.pattern().as_usize()] {
+        let Some(scanner) = &self.prefilter else {
+            return;
+        };
+        let mut hits = std::mem::take(&mut scratch.hits);
+        hits.clear();
+        scanner.scan(buf, &mut hits, &mut scratch.spill);
+        for hit in &hits {
+            let hit_start = hit.end - scanner.len_of(hit.keyword);
+            for &rule in &self.keyword_rules[hit.keyword as usize] {
                 if self.anchored[rule as usize] {
-                    scratch.anchors.push((rule, hit.start()));
+                    scratch.anchors.push((rule, hit_start));
                     continue;
                 }
                 let rule = rule as usize;
@@ -307,8 +305,8 @@ impl Engine {
                     continue;
                 };
                 // A match holding this hit lies within `reach` bytes of it.
-                let start = hit.end().saturating_sub(reach);
-                let end = hit.start().saturating_add(reach).min(buf.len());
+                let start = hit.end.saturating_sub(reach);
+                let end = hit_start.saturating_add(reach).min(buf.len());
                 match scratch.spans.get_mut(scratch.last_span[rule]) {
                     // Hits arrive in order of their end, so spans of one
                     // rule only ever grow to the right.
@@ -324,6 +322,7 @@ impl Engine {
                 }
             }
         }
+        scratch.hits = hits;
     }
 
     /// Reports the matches of one rule's regex inside `span` of the chunk
@@ -589,6 +588,8 @@ impl ScanEngine for Engine {
         Scratch {
             spans: Vec::new(),
             anchors: Vec::new(),
+            hits: Vec::new(),
+            spill: Default::default(),
             last_span: vec![NONE; self.rules.len()],
             caches: self
                 .rules

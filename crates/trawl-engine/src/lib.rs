@@ -68,6 +68,7 @@ mod engine_trait;
 mod entropy;
 mod error;
 mod fingerprint;
+mod keywords;
 mod rule;
 
 #[cfg(test)]
