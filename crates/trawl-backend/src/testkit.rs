@@ -12,6 +12,7 @@
 //! | [`PartialReadBackend`] | returns fewer bytes than the contract requires (a violation) |
 //! | [`PermanentErrorBackend`] | every fetch fails with a permanent error |
 //! | [`SlowBackend`] | wraps any backend, sleeping before each fetch (stop/drain tests) |
+//! | [`FaultBackend`] | a closure decides, per fetch, whether it fails and how (faults that depend on order or timing) |
 //!
 //! A flaky listing (the first list calls fail retryably) is an option of
 //! [`MockBackend`] ([`MockBackend::with_flaky_listing`]) and so of every
@@ -570,6 +571,73 @@ impl RemoteBackend for PermanentErrorBackend {
                 display_of(obj)
             ),
         ))
+    }
+}
+
+/// The decision of a [`FaultBackend`]: `Some(error)` fails the fetch of
+/// `obj` at `start` with that error, `None` reads as [`MockBackend`] does.
+pub type FaultFn = dyn Fn(&RemoteObject<MockObject>, u64) -> Option<TestError> + Send + Sync;
+
+/// Serves the objects of a [`MockBackend`], asking a closure before each
+/// fetch whether it fails: for faults that depend on which object is read,
+/// or on what other threads did before (the closure may keep counters).
+///
+/// ```
+/// use trawl_backend::RemoteBackend;
+/// use trawl_backend::testkit::{FaultBackend, MockBackend, MockCursor, TestError, TestErrorKind};
+///
+/// let backend = FaultBackend::new(MockBackend::new(vec![("ok", "a"), ("bad", "b")]), |obj, _| {
+///     (obj.display == b"bad").then(|| TestError::new(TestErrorKind::Permanent, "injected"))
+/// });
+/// let page = backend.list_page(&mut MockCursor::default(), 10).unwrap();
+/// assert!(backend.fetch_range(&page[0], 0, &mut [0; 1]).is_ok());
+/// assert!(backend.fetch_range(&page[1], 0, &mut [0; 1]).is_err());
+/// ```
+pub struct FaultBackend {
+    inner: MockBackend,
+    fault: Box<FaultFn>,
+}
+
+impl FaultBackend {
+    /// Serves the objects of `inner`, failing a fetch when `fault` says so.
+    pub fn new(
+        inner: MockBackend,
+        fault: impl Fn(&RemoteObject<MockObject>, u64) -> Option<TestError> + Send + Sync + 'static,
+    ) -> FaultBackend {
+        FaultBackend {
+            inner,
+            fault: Box::new(fault),
+        }
+    }
+
+    /// The backend serving the objects, with its counters.
+    pub fn mock(&self) -> &MockBackend {
+        &self.inner
+    }
+}
+
+impl std::fmt::Debug for FaultBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultBackend")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteBackend for FaultBackend {
+    delegate_to_mock!();
+
+    fn fetch_range(
+        &self,
+        obj: &RemoteObject<MockObject>,
+        start: u64,
+        dst: &mut [u8],
+    ) -> Result<usize, TestError> {
+        let _guard = self.inner.enter_fetch();
+        match (self.fault)(obj, start) {
+            Some(err) => Err(err),
+            None => Ok(MockBackend::read_exact(obj, start, dst)),
+        }
     }
 }
 

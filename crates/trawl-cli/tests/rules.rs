@@ -1,32 +1,8 @@
 //! Rule files and baselines as a user runs them: `trawl rules list/check`,
 //! `trawl scan --rules` and `--baseline`.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn trawl(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trawl"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run trawl")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn findings(out: &Output) -> Vec<serde_json::Value> {
-    stdout(out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .collect()
-}
+mod common;
+use common::{findings, stderr, stdout, trawl};
 
 const ACME_RULES: &str = r#"
 title = "acme"

@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::{findings, stderr, stdout, trawl};
+
 /// Every secret planted in `tests/fixtures/leaky`, with its file and rule.
 const PLANTED: &[(&str, &str, &str)] = &[
     (
@@ -47,26 +50,6 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-fn trawl(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trawl"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run trawl")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).expect("JSONL output is UTF-8")
-}
-
-fn lines(out: &Output) -> Vec<serde_json::Value> {
-    stdout(out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .collect()
-}
-
 /// Line and column of the first occurrence of `needle` in `file`, counted
 /// independently of trawl.
 fn position_in(file: &Path, needle: &str) -> (u64, u64) {
@@ -87,19 +70,14 @@ fn position_in(file: &Path, needle: &str) -> (u64, u64) {
 #[test]
 fn jsonl_output_snapshot() {
     let out = trawl(&fixtures(), &["scan", "leaky", "--sort"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     insta::assert_snapshot!("leaky_jsonl", stdout(&out));
 }
 
 #[test]
 fn every_planted_secret_is_found_at_its_exact_line() {
     let out = trawl(&fixtures(), &["scan", "leaky"]);
-    let found = lines(&out);
+    let found = findings(&out);
     for (file, rule, secret) in PLANTED {
         let (line, column) = position_in(&fixtures().join(file), secret);
         let hit = found.iter().find(|f| f["secret"] == *secret);
@@ -126,10 +104,10 @@ fn every_planted_secret_is_found_at_its_exact_line() {
 #[test]
 fn summary_reports_objects_and_findings_on_stderr() {
     let out = trawl(&fixtures(), &["scan", "leaky", "--redact"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stderr(&out);
     assert!(stderr.contains("scanned 9 of 9 objects"), "{stderr}");
     assert!(stderr.contains("findings: 8"), "{stderr}");
-    for f in lines(&out) {
+    for f in findings(&out) {
         let secret = f["secret"].as_str().unwrap();
         assert!(
             secret.ends_with('…') && secret.chars().count() == 5,
@@ -145,8 +123,8 @@ fn opting_out_skips_and_counts_hidden_and_ignored_files() {
         &fixtures(),
         &["scan", "leaky", "--skip-hidden", "--respect-gitignore"],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let found = lines(&out);
+    let stderr = stderr(&out);
+    let found = findings(&out);
     assert!(!found.iter().any(|f| f["path"] == "leaky/.hidden/token.txt"));
     assert!(!found.iter().any(|f| f["path"] == "leaky/ignored.txt"));
     assert!(stderr.contains("skipped"), "{stderr}");
@@ -159,12 +137,7 @@ fn a_clean_folder_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("readme.txt"), "nothing to see\n").unwrap();
     let out = trawl(dir.path(), &["scan", "."]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
 }
 
@@ -173,7 +146,7 @@ fn a_missing_path_is_a_clear_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = trawl(dir.path(), &["scan", "no-such-folder"]);
     assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stderr(&out);
     assert!(
         stderr.contains("no-such-folder") && stderr.contains("No such file"),
         "{stderr}"
@@ -193,7 +166,7 @@ fn bad_options_are_usage_errors() {
     ] {
         let out = trawl(dir.path(), args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = stderr(&out);
         assert!(
             !stderr.contains("panicked") && !stderr.is_empty(),
             "{args:?}: {stderr}"
@@ -230,7 +203,7 @@ fn the_output_file_inside_the_scanned_folder_is_not_scanned() {
     assert_eq!(out.status.code(), Some(1));
     let written = std::fs::read_to_string(dir.path().join("findings.jsonl")).unwrap();
     assert_eq!(written.lines().count(), 1, "{written}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("trawl's own output"));
+    assert!(stderr(&out).contains("trawl's own output"));
 }
 
 #[cfg(unix)]
@@ -244,13 +217,8 @@ fn odd_files_are_scanned_not_skipped() {
     std::fs::write(dir.path().join(name), &body).unwrap();
     std::fs::write(dir.path().join("zero"), b"").unwrap();
     let out = trawl(dir.path(), &["scan", "."]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let found = lines(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let found = findings(&out);
     assert_eq!(found.len(), 1);
     assert_eq!(found[0]["path"], "./caf\u{fffd}-\u{fffd}.log");
     assert!(found[0]["path_b64"].is_string());
@@ -273,13 +241,8 @@ fn a_file_of_one_long_line_is_scanned_in_chunks() {
     std::fs::write(dir.path().join("long.txt"), &body).unwrap();
     drop(body);
     let out = trawl(dir.path(), &["scan", "long.txt"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let found = lines(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let found = findings(&out);
     assert_eq!(found.len(), 1);
     assert_eq!(found[0]["line"], 1);
     assert_eq!(found[0]["column"], at as u64 + 1);
@@ -312,7 +275,7 @@ fn trawl_unprivileged(dir: &Path, args: &[&str]) -> Option<Output> {
         .env_remove("RUST_LOG")
         .output();
     match setpriv {
-        Ok(out) if !String::from_utf8_lossy(&out.stderr).contains("setpriv:") => Some(out),
+        Ok(out) if !stderr(&out).contains("setpriv:") => Some(out),
         _ => None,
     }
 }
@@ -335,9 +298,13 @@ fn an_unreadable_file_fails_the_scan_but_keeps_other_findings() {
         );
         return;
     };
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_eq!(lines(&out).len(), 1, "the readable file's finding is kept");
+    assert_eq!(
+        findings(&out).len(),
+        1,
+        "the readable file's finding is kept"
+    );
     assert!(
         stderr.contains("locked.txt") && stderr.contains("failed: 1"),
         "{stderr}"

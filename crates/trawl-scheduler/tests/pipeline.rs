@@ -8,10 +8,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use trawl_backend::testkit::{
-    MockBackend, MockCursor, MockObject, PartialReadBackend, PermanentErrorBackend, RetryBackend,
+    FaultBackend, MockBackend, PartialReadBackend, PermanentErrorBackend, RetryBackend,
     SlowBackend, TestError, TestErrorKind,
 };
-use trawl_backend::{ErrorClass, RemoteBackend, RemoteObject, SkipReason};
+use trawl_backend::{RemoteBackend, SkipReason};
 use trawl_engine::Engine;
 use trawl_retry::RetryPolicy;
 use trawl_scheduler::{
@@ -502,66 +502,36 @@ fn a_failing_sink_stops_the_scan_with_a_reason() {
 /// buffer were held while sleeping, "fast" would wait for the whole backoff.
 /// Until "slow" has failed, "fast" answers with short throttles (which use
 /// no attempt), so the order of the two does not depend on thread timing.
-struct SleepProbe {
-    inner: MockBackend,
-    slow_failed: AtomicUsize,
-    fast_fetched_during_backoff: AtomicUsize,
-}
-
-impl RemoteBackend for SleepProbe {
-    type Object = MockObject;
-    type Cursor = MockCursor;
-    type Error = TestError;
-
-    fn list_page(
-        &self,
-        cursor: &mut MockCursor,
-        max: usize,
-    ) -> Result<Vec<RemoteObject<MockObject>>, TestError> {
-        self.inner.list_page(cursor, max)
-    }
-
-    fn fetch_range(
-        &self,
-        obj: &RemoteObject<MockObject>,
-        start: u64,
-        dst: &mut [u8],
-    ) -> Result<usize, TestError> {
-        if obj.display == b"slow" {
-            if self.slow_failed.fetch_add(1, Ordering::SeqCst) == 0 {
-                return Err(TestError::new(TestErrorKind::Retryable, "first try fails"));
-            }
-        } else {
-            match self.slow_failed.load(Ordering::SeqCst) {
-                0 => {
-                    return Err(TestError::new(
+#[test]
+fn no_buffer_is_held_while_sleeping_in_a_backoff() {
+    let slow_failed = Arc::new(AtomicUsize::new(0));
+    let fast_during_backoff = Arc::new(AtomicUsize::new(0));
+    let probe = {
+        let (slow_failed, fast_during_backoff) =
+            (Arc::clone(&slow_failed), Arc::clone(&fast_during_backoff));
+        FaultBackend::new(
+            MockBackend::new(vec![("slow", "a"), ("fast", "b")]),
+            move |obj, _| {
+                if obj.display == b"slow" {
+                    let first = slow_failed.fetch_add(1, Ordering::SeqCst) == 0;
+                    return first
+                        .then(|| TestError::new(TestErrorKind::Retryable, "first try fails"));
+                }
+                match slow_failed.load(Ordering::SeqCst) {
+                    0 => Some(TestError::new(
                         TestErrorKind::Throttled {
                             retry_after: Some(Duration::from_millis(5)),
                         },
                         "wait for slow to fail first",
-                    ));
+                    )),
+                    1 => {
+                        fast_during_backoff.fetch_add(1, Ordering::SeqCst);
+                        None
+                    }
+                    _ => None,
                 }
-                1 => {
-                    self.fast_fetched_during_backoff
-                        .fetch_add(1, Ordering::SeqCst);
-                }
-                _ => {}
-            }
-        }
-        self.inner.fetch_range(obj, start, dst)
-    }
-
-    fn classify_error(&self, err: &TestError) -> ErrorClass {
-        err.kind().class()
-    }
-}
-
-#[test]
-fn no_buffer_is_held_while_sleeping_in_a_backoff() {
-    let probe = SleepProbe {
-        inner: MockBackend::new(vec![("slow", "a"), ("fast", "b")]),
-        slow_failed: AtomicUsize::new(0),
-        fast_fetched_during_backoff: AtomicUsize::new(0),
+            },
+        )
     };
     let config = RemoteConfig {
         pool_buffers: 1,
@@ -575,11 +545,11 @@ fn no_buffer_is_held_while_sleeping_in_a_backoff() {
         },
         ..small_config()
     };
-    let (report, _, probe) = scan_keeping(probe, config);
-    let during = probe.fast_fetched_during_backoff.load(Ordering::SeqCst);
+    let (report, _) = scan(probe, config);
     assert!(report.is_complete(), "{report:#?}");
     assert_eq!(
-        during, 1,
+        fast_during_backoff.load(Ordering::SeqCst),
+        1,
         "the fast object was fetched while the slow one slept"
     );
 }
