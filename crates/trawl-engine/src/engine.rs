@@ -166,7 +166,10 @@ impl Engine {
             .iter()
             .map(|r| r.keyword_in_match() && starts_with_keyword(r))
             .collect();
-        let needs_captures = rules.iter().map(|r| r.regex().captures_len() > 1).collect();
+        let needs_captures = rules
+            .iter()
+            .map(|r| r.automaton().captures_len() > 1)
+            .collect();
         let global_allowlists = rules
             .iter()
             .map(|r| {
@@ -519,7 +522,7 @@ impl Engine {
 /// class or repetition (`[\w.-]{0,50}?key…`) does not qualify.
 fn starts_with_keyword(rule: &Rule) -> bool {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
-    let pattern = rule.regex().as_str();
+    let pattern = rule.pattern();
     let parsed = [false, true].into_iter().find_map(|unicode| {
         regex_syntax::ParserBuilder::new()
             .unicode(unicode)

@@ -180,7 +180,7 @@ pub struct Rule {
     id: String,
     origin: String,
     description: String,
-    regex: Regex,
+    pattern: String,
     automaton: meta::Regex,
     keyword_in_match: bool,
     secret_group: Option<usize>,
@@ -211,9 +211,11 @@ impl Rule {
         &self.description
     }
 
-    /// The compiled regex (byte-oriented: it scans arbitrary bytes).
-    pub fn regex(&self) -> &Regex {
-        &self.regex
+    /// The regex, as written in the rule file. It is compiled in ASCII mode
+    /// (`\w`, `\b`, `\s` and case folding are ASCII, `.` matches any byte)
+    /// unless it needs Unicode (`\p{L}`), and searches arbitrary bytes.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
     }
 
     /// The regex the engine searches with.
@@ -605,12 +607,12 @@ struct AllowlistToml {
     extra: Extra,
 }
 
-/// A rule's regex compiled twice over the same syntax: the `regex` crate's
-/// (the public face of a [`Rule`]) and the `regex-automata` meta regex the
-/// engine searches with, because only the latter searches a span of a
-/// buffer while seeing the bytes around it (for `\b` and friends).
+/// A rule's regex, compiled once, as the `regex-automata` meta regex the
+/// engine searches with: unlike the `regex` crate's `Regex`, it searches a
+/// span of a buffer while seeing the bytes around it (for `\b` and
+/// friends).
 pub(crate) struct Compiled {
-    pub(crate) regex: Regex,
+    pub(crate) pattern: String,
     pub(crate) automaton: meta::Regex,
     /// The longest text it can match (`None`: unbounded).
     pub(crate) max_len: Option<usize>,
@@ -637,29 +639,43 @@ pub(crate) fn compile(pattern: &str) -> Result<(Regex, bool), String> {
     Err(last_err)
 }
 
-/// Compiles a rule's regex for both faces (see [`Compiled`]).
+/// Compiles a rule's regex (see [`Compiled`]), in ASCII mode when it can,
+/// as [`compile`] does.
 pub(crate) fn compile_rule(pattern: &str) -> Result<Compiled, String> {
-    let (regex, unicode) = compile(pattern)?;
-    let hir = regex_syntax::ParserBuilder::new()
-        .unicode(unicode)
-        .utf8(false)
-        .build()
-        .parse(pattern)
-        .map_err(|e| e.to_string())?;
-    let automaton = meta::Regex::builder()
-        .configure(
-            meta::Config::new()
-                .utf8_empty(false)
-                .nfa_size_limit(Some(64 << 20))
-                .hybrid_cache_capacity(16 << 20),
-        )
-        .build_from_hir(&hir)
-        .map_err(|e| e.to_string())?;
-    Ok(Compiled {
-        regex,
-        automaton,
-        max_len: hir.properties().maximum_len(),
-    })
+    let mut last_err = String::new();
+    for unicode in [false, true] {
+        let hir = match regex_syntax::ParserBuilder::new()
+            .unicode(unicode)
+            .utf8(false)
+            .build()
+            .parse(pattern)
+        {
+            Ok(hir) => hir,
+            Err(e) => {
+                last_err = e.to_string();
+                continue;
+            }
+        };
+        let built = meta::Regex::builder()
+            .configure(
+                meta::Config::new()
+                    .utf8_empty(false)
+                    .nfa_size_limit(Some(64 << 20))
+                    .hybrid_cache_capacity(16 << 20),
+            )
+            .build_from_hir(&hir);
+        match built {
+            Ok(automaton) => {
+                return Ok(Compiled {
+                    pattern: pattern.to_owned(),
+                    automaton,
+                    max_len: hir.properties().maximum_len(),
+                });
+            }
+            Err(e) => last_err = e.to_string(),
+        }
+    }
+    Err(last_err)
 }
 
 // ---- loading: parse one file, then assemble it on top of what it extends ----
@@ -1042,7 +1058,7 @@ fn bound(
 }
 
 fn check_secret_group(
-    regex: &Regex,
+    regex: &meta::Regex,
     group: usize,
     invalid: &dyn Fn(String) -> Error,
 ) -> Result<()> {
@@ -1080,7 +1096,7 @@ fn finish(
                 .to_owned(),
         ));
     };
-    check_secret_group(&compiled.regex, draft.secret_group, invalid)?;
+    check_secret_group(&compiled.automaton, draft.secret_group, invalid)?;
     let (max_len, bounded) = bound(compiled.max_len, &draft.id, origin, strict, warnings)?;
     Ok(Some(Rule {
         // Built-in rules are written so that every match contains one of
@@ -1090,7 +1106,7 @@ fn finish(
         id: draft.id,
         origin: origin.to_owned(),
         description: draft.description,
-        regex: compiled.regex,
+        pattern: compiled.pattern,
         automaton: compiled.automaton,
         secret_group: (draft.secret_group > 0).then_some(draft.secret_group),
         keywords: draft.keywords,
@@ -1117,7 +1133,7 @@ fn merge(
 ) -> Result<()> {
     if let Some(compiled) = draft.regex {
         let (max_len, bounded) = bound(compiled.max_len, &draft.id, origin, false, warnings)?;
-        base.regex = compiled.regex;
+        base.pattern = compiled.pattern;
         base.automaton = compiled.automaton;
         base.max_len = max_len;
         base.bounded = bounded;
@@ -1140,7 +1156,7 @@ fn merge(
     if draft.secret_group > 0 {
         base.secret_group = Some(draft.secret_group);
     }
-    check_secret_group(&base.regex, base.secret_group.unwrap_or(0), invalid)?;
+    check_secret_group(&base.automaton, base.secret_group.unwrap_or(0), invalid)?;
     if draft.path.is_some() {
         base.path = draft.path;
     }

@@ -419,13 +419,13 @@ regex = '''\b(AKIA[A-Z2-7]{16})\b'''
     let pat = rules.get("github-pat").unwrap();
     let original = builtin.get("github-pat").unwrap();
     assert_eq!(pat.description(), "GitHub token, with our exceptions");
-    assert_eq!(pat.regex().as_str(), original.regex().as_str());
+    assert_eq!(pat.pattern(), original.pattern());
     assert_eq!(pat.entropy(), original.entropy());
     assert_eq!(pat.keywords(), ["ghp_", "github"]);
     assert_eq!(pat.allowlists().len(), original.allowlists().len() + 1);
     assert_eq!(pat.origin(), "m.toml");
     let aws = rules.get("aws-access-token").unwrap();
-    assert_eq!(aws.regex().as_str(), r"\b(AKIA[A-Z2-7]{16})\b");
+    assert_eq!(aws.pattern(), r"\b(AKIA[A-Z2-7]{16})\b");
     assert_eq!(
         aws.keywords(),
         builtin.get("aws-access-token").unwrap().keywords()
