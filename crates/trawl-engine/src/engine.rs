@@ -103,10 +103,29 @@ pub struct Scratch {
     /// Per rule: the index in `spans` of its last span, to merge
     /// overlapping ones as keyword hits arrive (`NONE` if it has none yet).
     last_span: Vec<usize>,
-    /// Per rule: the regex's search cache.
-    caches: Vec<meta::Cache>,
-    /// Per rule: capture slots (used only for rules with capture groups).
-    captures: Vec<Captures>,
+    /// Per rule: its regex's cache and capture slots, made on the rule's
+    /// first search (most rules never run on most inputs, and a cache costs
+    /// ~15 KiB).
+    per_rule: Vec<Option<RuleScratch>>,
+}
+
+/// One rule's reusable search state.
+#[derive(Debug)]
+struct RuleScratch {
+    cache: meta::Cache,
+    captures: Captures,
+}
+
+/// The search state of rule `index`, made on first use.
+fn rule_scratch<'s>(
+    per_rule: &'s mut [Option<RuleScratch>],
+    rule: &Rule,
+    index: usize,
+) -> &'s mut RuleScratch {
+    per_rule[index].get_or_insert_with(|| RuleScratch {
+        cache: rule.automaton().create_cache(),
+        captures: rule.automaton().create_captures(),
+    })
 }
 
 /// A span of the chunk in which one rule's regex is searched.
@@ -351,7 +370,8 @@ impl Engine {
             // The span bounds where matches may lie; the bytes around it
             // still count for `\b`, `^` and the like.
             let input = Input::new(buf).range(at..span.end);
-            let Some(found) = regex.search_with(&mut scratch.caches[index], &input) else {
+            let state = rule_scratch(&mut scratch.per_rule, rule, index);
+            let Some(found) = regex.search_with(&mut state.cache, &input) else {
                 break;
             };
             let whole = found.range();
@@ -389,11 +409,12 @@ impl Engine {
             let end = at.saturating_add(rule.max_len()).min(buf.len());
             let input = Input::new(buf).range(at..end).anchored(Anchored::Yes);
             let regex = rule.automaton();
-            let cache = &mut scratch.caches[index];
+            let state = rule_scratch(&mut scratch.per_rule, rule, index);
+            let cache = &mut state.cache;
             // Anchored, the capture search is about as cheap as the plain
             // one, and finds the secret in the same pass.
             let (whole, secret) = if self.needs_captures[index] {
-                let captures = &mut scratch.captures[index];
+                let captures = &mut state.captures;
                 regex.search_captures_with(cache, &input, captures);
                 let Some(whole) = captures.get_match().map(|m| m.range()) else {
                     continue;
@@ -423,12 +444,13 @@ impl Engine {
     ) {
         let rule = self.rule_at(index);
         let secret = if self.needs_captures[index] {
-            let captures = &mut scratch.captures[index];
+            let state = rule_scratch(&mut scratch.per_rule, rule, index);
+            let captures = &mut state.captures;
             let exact = Input::new(chunk.buf)
                 .range(whole.clone())
                 .anchored(Anchored::Yes);
             rule.automaton()
-                .search_captures_with(&mut scratch.caches[index], &exact, captures);
+                .search_captures_with(&mut state.cache, &exact, captures);
             secret_group(rule, captures, &whole)
         } else {
             Some(whole.clone())
@@ -594,15 +616,8 @@ impl ScanEngine for Engine {
             hits: Vec::new(),
             spill: Default::default(),
             last_span: vec![NONE; self.rules.len()],
-            caches: self
-                .rules
-                .iter()
-                .map(|r| r.automaton().create_cache())
-                .collect(),
-            captures: self
-                .rules
-                .iter()
-                .map(|r| r.automaton().create_captures())
+            per_rule: std::iter::repeat_with(|| None)
+                .take(self.rules.len())
                 .collect(),
         }
     }
