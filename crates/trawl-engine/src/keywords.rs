@@ -11,9 +11,10 @@
 //!   the first starts its walk `max_keyword_len - 1` bytes early (without
 //!   reporting), since a DFA state only depends on that many previous bytes;
 //! - the DFA built by `aho-corasick` is copied into a compact table of its
-//!   reachable states (16-bit state numbers when they fit, over its byte
-//!   classes), with the match states numbered last, so that the table stays
-//!   in cache and "is this a match?" is one comparison.
+//!   reachable states over its byte classes, each entry the next state's row
+//!   offset (a step is one add and one load: no multiply on the chain), with
+//!   the match states numbered last, so that "is this a match?" is one
+//!   comparison.
 
 use std::collections::HashMap;
 
@@ -37,44 +38,21 @@ pub(crate) struct Hit {
 /// ASCII case-insensitively.
 #[derive(Debug, Clone)]
 pub(crate) struct KeywordScanner {
-    table: Table,
+    /// `states × stride` transitions; each entry is the next state's
+    /// number times `stride`: the offset of its row.
+    table: Vec<u32>,
     /// Byte → its class: bytes no state tells apart share a column.
     classes: [u8; 256],
     stride: usize,
-    /// States numbered at or above this one are match states.
+    /// Rows at or past this offset belong to match states.
     first_match: usize,
-    /// For match state `first_match + i`, its keywords are
+    /// For the `i`-th match state, its keywords are
     /// `match_keywords[match_starts[i]..match_starts[i + 1]]`.
     match_starts: Vec<usize>,
     match_keywords: Vec<u32>,
     /// Keyword lengths, by index.
     lens: Vec<usize>,
     max_len: usize,
-}
-
-/// The transition table, `states × stride`, in the narrowest integer that
-/// numbers every state: the fast path (16 bits) and the large one.
-#[derive(Debug, Clone)]
-enum Table {
-    Narrow(Vec<u16>),
-    Wide(Vec<u32>),
-}
-
-/// A state number in a [`Table`].
-trait State: Copy {
-    fn index(self) -> usize;
-}
-
-impl State for u16 {
-    fn index(self) -> usize {
-        usize::from(self)
-    }
-}
-
-impl State for u32 {
-    fn index(self) -> usize {
-        self as usize
-    }
 }
 
 impl KeywordScanner {
@@ -125,23 +103,18 @@ impl KeywordScanner {
         // matches: no keyword is empty).
         let (plain, matching): (Vec<usize>, Vec<usize>) =
             (0..states.len()).partition(|&i| !dfa.is_match(states[i]));
-        let first_match = plain.len();
         let mut number = vec![0usize; states.len()];
         for (n, &i) in plain.iter().chain(&matching).enumerate() {
             number[i] = n;
         }
-        let mut transitions = vec![0usize; states.len() * stride];
+        let mut table = vec![0u32; states.len() * stride];
         for (i, &state) in states.iter().enumerate() {
             for byte in 0..=255u8 {
-                let to = number[seen[&step(state, byte)]];
-                transitions[number[i] * stride + usize::from(classes[usize::from(byte)])] = to;
+                let to = number[seen[&step(state, byte)]] * stride;
+                table[number[i] * stride + usize::from(classes[usize::from(byte)])] =
+                    u32::try_from(to).expect("fewer than 2^32 transitions in a keyword DFA");
             }
         }
-        let table = if states.len() <= usize::from(u16::MAX) {
-            Table::Narrow(transitions.iter().map(|&t| t as u16).collect())
-        } else {
-            Table::Wide(transitions.iter().map(|&t| t as u32).collect())
-        };
         let mut match_starts = vec![0];
         let mut match_keywords = Vec::new();
         for &i in &matching {
@@ -154,7 +127,7 @@ impl KeywordScanner {
             table,
             classes,
             stride,
-            first_match,
+            first_match: plain.len() * stride,
             match_starts,
             match_keywords,
             lens,
@@ -170,23 +143,10 @@ impl KeywordScanner {
     /// Appends every keyword occurrence in `buf` to `hits`, in order of
     /// their end. `spill` is scratch space, one list per stream.
     pub(crate) fn scan(&self, buf: &[u8], hits: &mut Vec<Hit>, spill: &mut [Vec<Hit>; STREAMS]) {
-        match &self.table {
-            Table::Narrow(table) => self.scan_with(table, buf, hits, spill),
-            Table::Wide(table) => self.scan_with(table, buf, hits, spill),
-        }
-    }
-
-    fn scan_with<S: State>(
-        &self,
-        table: &[S],
-        buf: &[u8],
-        hits: &mut Vec<Hit>,
-        spill: &mut [Vec<Hit>; STREAMS],
-    ) {
         // Locals, so that the loop keeps them in registers.
-        let (stride, classes, first_match) = (self.stride, &self.classes, self.first_match);
+        let (table, classes, first_match) = (&self.table[..], &self.classes, self.first_match);
         let step = |state: usize, byte: u8| {
-            table[state * stride + usize::from(classes[usize::from(byte)])].index()
+            table[state + usize::from(classes[usize::from(byte)])] as usize
         };
         let warmup = self.max_len.saturating_sub(1);
         let segment = buf.len() / STREAMS;
@@ -235,16 +195,6 @@ impl KeywordScanner {
         }
     }
 
-    /// The same scanner with 32-bit state numbers, to test the wide path
-    /// without building 65 536 states.
-    #[cfg(test)]
-    fn widened(mut self) -> KeywordScanner {
-        if let Table::Narrow(table) = &self.table {
-            self.table = Table::Wide(table.iter().map(|&t| u32::from(t)).collect());
-        }
-        self
-    }
-
     /// Records the matches of one round of the streams' walk (`i` bytes
     /// into each segment).
     #[cold]
@@ -263,8 +213,10 @@ impl KeywordScanner {
         }
     }
 
+    /// Records the keywords that end at `end` in match state `state` (a row
+    /// offset).
     fn record(&self, state: usize, end: usize, hits: &mut Vec<Hit>) {
-        let m = state - self.first_match;
+        let m = (state - self.first_match) / self.stride;
         for &keyword in &self.match_keywords[self.match_starts[m]..self.match_starts[m + 1]] {
             hits.push(Hit { keyword, end });
         }
@@ -291,11 +243,7 @@ mod tests {
     }
 
     fn ours(keywords: &[String], buf: &[u8]) -> Vec<(u32, usize)> {
-        let narrow = KeywordScanner::new(keywords).unwrap();
-        let wide = narrow.clone().widened();
-        let found = hits_of(&narrow, buf);
-        assert_eq!(found, hits_of(&wide, buf), "narrow and wide tables agree");
-        found
+        hits_of(&KeywordScanner::new(keywords).unwrap(), buf)
     }
 
     fn hits_of(scanner: &KeywordScanner, buf: &[u8]) -> Vec<(u32, usize)> {
