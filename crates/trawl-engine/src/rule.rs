@@ -341,23 +341,44 @@ impl RuleSet {
     /// Only if the rule data compiled into the crate is broken; the crate's
     /// tests load it, so a released build does not panic.
     pub fn builtin() -> RuleSet {
-        let mut all = RuleSet::default();
-        for (file, text) in BUILTIN_FILES {
-            let origin = format!("{BUILTIN_ORIGIN}/{file}");
-            let set = match parse(text, &origin).and_then(|p| assemble(p, &origin, None, true)) {
-                Ok(set) => set,
-                Err(e) => panic!("trawl-engine's built-in rules are broken: {e}"),
-            };
-            if let Some(twice) = set.rules.iter().find(|r| all.get(r.id()).is_some()) {
-                panic!(
-                    "trawl-engine's built-in rule `{}` is defined twice",
-                    twice.id()
-                );
-            }
-            all.extend(set);
-        }
-        all.includes_builtin = true;
-        all
+        // Compiled once per process (a clone shares the compiled regexes),
+        // one family file per thread.
+        static BUILTIN: std::sync::OnceLock<RuleSet> = std::sync::OnceLock::new();
+        BUILTIN
+            .get_or_init(|| {
+                let sets: Vec<RuleSet> = std::thread::scope(|scope| {
+                    let loads: Vec<_> = BUILTIN_FILES
+                        .iter()
+                        .map(|(file, text)| {
+                            scope.spawn(move || {
+                                let origin = format!("{BUILTIN_ORIGIN}/{file}");
+                                parse(text, &origin).and_then(|p| assemble(p, &origin, None, true))
+                            })
+                        })
+                        .collect();
+                    loads
+                        .into_iter()
+                        .map(|load| match load.join() {
+                            Ok(Ok(set)) => set,
+                            Ok(Err(e)) => panic!("trawl-engine's built-in rules are broken: {e}"),
+                            Err(_) => panic!("loading trawl-engine's built-in rules panicked"),
+                        })
+                        .collect()
+                });
+                let mut all = RuleSet::default();
+                for set in sets {
+                    if let Some(twice) = set.rules.iter().find(|r| all.get(r.id()).is_some()) {
+                        panic!(
+                            "trawl-engine's built-in rule `{}` is defined twice",
+                            twice.id()
+                        );
+                    }
+                    all.extend(set);
+                }
+                all.includes_builtin = true;
+                all
+            })
+            .clone()
     }
 
     /// Loads rules from gitleaks-format TOML text; `origin` names it in
