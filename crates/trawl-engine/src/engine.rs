@@ -36,12 +36,16 @@ pub(crate) enum Candidates {
 
 /// trawl's detection engine over a [`RuleSet`].
 ///
-/// Scanning a chunk is one ASCII-case-insensitive Aho-Corasick pass over all
-/// keywords, then, for each rule whose keyword occurred (and each rule with
-/// no keyword), a regex pass over the chunk. At each regex match the secret
-/// group is resolved, and the match is kept only if the chunk owns it, the
-/// secret reaches the rule's entropy floor, no allowlist exempts it and its
-/// line carries no `trawl:allow` (or `gitleaks:allow`) marker.
+/// Scanning a chunk is one ASCII-case-insensitive Aho-Corasick pass that
+/// finds every keyword occurrence, then regex searches where a match can
+/// be: anchored at each occurrence for built-in rules whose matches start
+/// with a keyword, within `max_len` bytes of each occurrence for the other
+/// built-in rules (every match contains a keyword), over the whole chunk for
+/// user rules once one of their keywords occurs (gitleaks' semantics) and
+/// for rules without keywords. At each regex match the secret group is
+/// resolved, and the match is kept only if the chunk owns it, the secret
+/// reaches the rule's entropy floor, no allowlist exempts it and its line
+/// carries no `trawl:allow` (or `gitleaks:allow`) marker.
 ///
 /// # Chunk ownership
 ///
