@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -137,7 +138,11 @@ pub(crate) fn run(args: ScanArgs) -> Result<u8> {
     let backend = FsBackend::new(args.paths.clone(), args.fs_options())?;
     // Created before the walk starts (in `scan_remote`), so that the walk
     // recognises the output file and leaves it out.
-    let out = open_output(args.output.as_ref())?;
+    let reader_left = Arc::new(AtomicBool::new(false));
+    let out = PipeWatch {
+        inner: open_output(args.output.as_ref())?,
+        reader_left: Arc::clone(&reader_left),
+    };
     let jsonl = JsonlSink::new(out, args.redact);
     let inner: Box<dyn EventSink> = if args.sort {
         Box::new(SortingSink::new(jsonl))
@@ -163,6 +168,15 @@ pub(crate) fn run(args: ScanArgs) -> Result<u8> {
             }
         }
     }
+    if reader_left.load(Ordering::Relaxed) {
+        // `trawl scan . | head`: the reader had what it wanted. Not an error
+        // to report, and the findings it read decide the exit code.
+        return Ok(if report.findings > 0 {
+            EXIT_FINDINGS
+        } else {
+            EXIT_CLEAN
+        });
+    }
     if !args.quiet {
         let suppressed = baseline_size.map(|baseline| summary::Suppressed {
             findings: suppressed.values().sum(),
@@ -177,6 +191,35 @@ pub(crate) fn run(args: ScanArgs) -> Result<u8> {
     } else {
         EXIT_CLEAN
     })
+}
+
+/// The output, noting when its reader has gone away (a closed pipe).
+struct PipeWatch {
+    inner: Box<dyn Write + Send>,
+    reader_left: Arc<AtomicBool>,
+}
+
+impl PipeWatch {
+    fn watch<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        if let Err(err) = &result
+            && err.kind() == io::ErrorKind::BrokenPipe
+        {
+            self.reader_left.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl Write for PipeWatch {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let result = self.inner.write(buf);
+        self.watch(result)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let result = self.inner.flush();
+        self.watch(result)
+    }
 }
 
 fn open_output(path: Option<&PathBuf>) -> Result<Box<dyn Write + Send>> {

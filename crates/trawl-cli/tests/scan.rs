@@ -311,3 +311,25 @@ fn an_unreadable_file_fails_the_scan_but_keeps_other_findings() {
     );
     assert!(stderr.contains("Permission denied"), "{stderr}");
 }
+
+#[test]
+fn a_reader_that_leaves_early_is_not_an_error() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trawl"))
+        .current_dir(fixtures())
+        .args(["scan", "leaky"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run trawl");
+    // `trawl scan leaky | head -0`: the reader closes before anything is read.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("trawl ends");
+    let stderr = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        !stderr.contains("error") && !stderr.contains("output failed"),
+        "{stderr}"
+    );
+}
