@@ -5,27 +5,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use trawl_engine::RuleSet;
-
-/// The built-in rule files, in the order `RuleSet::builtin` loads them.
-const FAMILIES: &[(&str, &str)] = &[
-    ("cloud.toml", include_str!("../rules/cloud.toml")),
-    ("vcs.toml", include_str!("../rules/vcs.toml")),
-    ("ci.toml", include_str!("../rules/ci.toml")),
-    ("chat.toml", include_str!("../rules/chat.toml")),
-    ("payments.toml", include_str!("../rules/payments.toml")),
-    ("messaging.toml", include_str!("../rules/messaging.toml")),
-    ("registries.toml", include_str!("../rules/registries.toml")),
-    ("databases.toml", include_str!("../rules/databases.toml")),
-    (
-        "observability.toml",
-        include_str!("../rules/observability.toml"),
-    ),
-    ("ai.toml", include_str!("../rules/ai.toml")),
-    ("keys.toml", include_str!("../rules/keys.toml")),
-    ("saas.toml", include_str!("../rules/saas.toml")),
-    ("generic.toml", include_str!("../rules/generic.toml")),
-];
+use trawl_engine::{Rule, RuleSet};
 
 const UPDATE_VAR: &str = "TRAWL_UPDATE_RULES_DOC";
 
@@ -36,23 +16,27 @@ fn cell(text: &str) -> String {
 
 fn render() -> String {
     let builtin = RuleSet::builtin();
-    let families: Vec<(&str, RuleSet)> = FAMILIES
-        .iter()
-        .map(|(file, text)| {
-            let set = RuleSet::from_toml(text, file)
-                .unwrap_or_else(|e| panic!("rules/{file} does not load: {e}"));
-            (*file, set)
-        })
-        .collect();
-    // The family files, in this order, are exactly the built-in set.
-    let ids: Vec<&str> = families
-        .iter()
-        .flat_map(|(_, set)| set.iter().map(|r| r.id()))
-        .collect();
-    let builtin_ids: Vec<&str> = builtin.iter().map(|r| r.id()).collect();
+    // Each built-in rule's origin names its family file; the set lists the
+    // files' rules in load order, so consecutive rules of one origin are a
+    // family.
+    let mut families: Vec<(&str, Vec<&Rule>)> = Vec::new();
+    for rule in &builtin {
+        let file = rule
+            .origin()
+            .strip_prefix("<builtin>/rules/")
+            .unwrap_or(rule.origin());
+        match families.last_mut() {
+            Some((last, rules)) if *last == file => rules.push(rule),
+            _ => families.push((file, vec![rule])),
+        }
+    }
+    let mut files: Vec<&str> = families.iter().map(|(file, _)| *file).collect();
+    files.sort_unstable();
+    files.dedup();
     assert_eq!(
-        ids, builtin_ids,
-        "FAMILIES in tests/rules_doc.rs must list BUILTIN_FILES of src/rule.rs, in order"
+        files.len(),
+        families.len(),
+        "a family's rules are loaded together"
     );
 
     let mut out = String::new();
