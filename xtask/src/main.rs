@@ -4,13 +4,23 @@
 //!
 //! - `cargo xtask lint`: rustfmt check, clippy with warnings denied, and
 //!   `cargo deny` when it is installed;
-//! - `cargo xtask test`: the whole test suite, unit, integration and doc tests;
+//! - `cargo xtask test`: the whole test suite, unit, integration and doc tests,
+//!   with the services it needs (see below);
+//! - `cargo xtask integration`: only the tests of the packages that need the
+//!   services (`trawl-backend-objstore`, and `trawl-jobs` once it exists);
 //! - `cargo xtask ci`: `lint`, the layering check, then `test`;
 //! - `cargo xtask rules-doc`: regenerates `docs/rules.md` from the built-in
 //!   rules (`ci` fails, through trawl-engine's `rules_doc` test, when it is
 //!   out of date);
 //! - `cargo xtask bench [--quick]`: the criterion benches, then the end-to-end
 //!   figures (`trawl scan` against `rg` on a generated corpus).
+//!
+//! `test`, `integration` and `ci` start the services first (`services.rs`):
+//! the machine's PostgreSQL on 127.0.0.1:5432 (started if installed but not
+//! running, then left running) and moto, an S3-compatible server installed
+//! once into a cache folder outside the clone and stopped after the tests.
+//! Their addresses reach the tests as `DATABASE_URL` and
+//! `TRAWL_TEST_S3_ENDPOINT`; either one already set is used as it is.
 //!
 //! The `tidy` checks (file headers, lints, crate layering) are tests of this
 //! crate, so `cargo test -p xtask` and `cargo xtask test` run them.
@@ -21,6 +31,7 @@ mod bench;
 mod cmd;
 mod lint;
 mod rules_doc;
+mod services;
 mod test_suite;
 #[cfg(test)]
 mod tidy;
@@ -35,12 +46,19 @@ usage: cargo xtask <command> [options]
 
 commands:
   lint            cargo fmt --check, cargo clippy -D warnings, cargo deny (if installed)
-  test            the whole test suite (all targets, then doc tests)
+  test            the whole test suite (all targets, then doc tests), with the services
+  integration     only the tests that need the services (trawl-backend-objstore, trawl-jobs)
   ci              lint, the layering check, then test
   rules-doc       regenerate docs/rules.md from the built-in rules
   bench [--quick] criterion benches, then trawl scan against rg on a generated corpus
                   (--quick: short criterion runs and a 32 MiB corpus instead of 256 MiB)
-  help            this text";
+  help            this text
+
+test, integration and ci start the services the tests need and stop them afterwards:
+  PostgreSQL      DATABASE_URL if set, else 127.0.0.1:5432 (started if installed, left running)
+  S3 (moto)       TRAWL_TEST_S3_ENDPOINT if set, else moto_server on a free loopback port,
+                  installed on first use into $TRAWL_CACHE_DIR, $XDG_CACHE_HOME/trawl
+                  or ~/.cache/trawl";
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -67,6 +85,10 @@ fn run(args: Vec<String>) -> Result<()> {
         "test" => {
             no_options(command, &rest)?;
             test_suite::run(&root)
+        }
+        "integration" => {
+            no_options(command, &rest)?;
+            test_suite::integration(&root)
         }
         "ci" => {
             no_options(command, &rest)?;

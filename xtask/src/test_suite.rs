@@ -1,20 +1,23 @@
-//! `cargo xtask test`: the whole test suite.
+//! `cargo xtask test` and `cargo xtask integration`: the test suite, with the
+//! services it needs.
 
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use crate::cmd::{cargo, run_step};
+use crate::services;
+
+/// The packages whose tests need the services, run by `integration` when
+/// they are in the workspace (`trawl-jobs` comes with a later issue).
+const INTEGRATION_PACKAGES: &[&str] = &["trawl-backend-objstore", "trawl-jobs"];
 
 /// Environment variables the tests get on top of the inherited ones.
 ///
-/// This is the seam for the services the tests will need: a `services`
-/// module starts Postgres and the S3-compatible server before the suite,
-/// records `DATABASE_URL` and `TRAWL_TEST_S3_ENDPOINT` here with
-/// [`TestEnv::set`], and stops the servers when its guard drops after
-/// [`run_suite`]. Until then the environment is empty and tests that need a
-/// service must skip themselves when their variable is unset.
+/// [`services::start`] records here where the services are
+/// (`DATABASE_URL`, `TRAWL_TEST_S3_ENDPOINT`); its guard stops them after
+/// the tests have run.
 #[derive(Debug, Default)]
 pub(crate) struct TestEnv {
     vars: Vec<(String, String)>,
@@ -22,10 +25,6 @@ pub(crate) struct TestEnv {
 
 impl TestEnv {
     /// Passes `key=value` to every test command.
-    #[allow(
-        dead_code,
-        reason = "the services module (not written yet) is the caller"
-    )]
     pub(crate) fn set(&mut self, key: &str, value: impl Into<String>) {
         self.vars.push((key.to_owned(), value.into()));
     }
@@ -39,9 +38,11 @@ impl TestEnv {
     }
 }
 
-/// Runs the suite with no services started.
+/// Starts the services, runs the whole suite, then stops them (also when a
+/// test fails).
 pub(crate) fn run(root: &Path) -> Result<()> {
-    let env = TestEnv::default();
+    let mut env = TestEnv::default();
+    let _services = services::start(root, &mut env)?;
     run_suite(root, &env)
 }
 
@@ -57,4 +58,31 @@ pub(crate) fn run_suite(root: &Path, env: &TestEnv) -> Result<()> {
     doc.args(["test", "--workspace", "--doc", "--all-features"]);
     env.apply(&mut doc);
     run_step("test: doc tests", &mut doc)
+}
+
+/// Starts the services and runs the tests of the packages that need them
+/// ([`INTEGRATION_PACKAGES`] present in the workspace), then stops them.
+pub(crate) fn integration(root: &Path) -> Result<()> {
+    let packages: Vec<&str> = INTEGRATION_PACKAGES
+        .iter()
+        .copied()
+        .filter(|package| {
+            root.join("crates")
+                .join(package)
+                .join("Cargo.toml")
+                .is_file()
+        })
+        .collect();
+    if packages.is_empty() {
+        bail!("none of the packages {INTEGRATION_PACKAGES:?} is in the workspace");
+    }
+    let mut env = TestEnv::default();
+    let _services = services::start(root, &mut env)?;
+    for package in packages {
+        let mut cmd = cargo(root);
+        cmd.args(["test", "-p", package, "--all-features"]);
+        env.apply(&mut cmd);
+        run_step(&format!("integration: {package}"), &mut cmd)?;
+    }
+    Ok(())
 }

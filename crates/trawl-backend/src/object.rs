@@ -36,6 +36,10 @@ pub enum ErrorClass {
     /// Retrying cannot help (not found, access denied, a contract
     /// violation): fail the object now.
     Permanent,
+    /// The object exists but cannot be read without a restore (S3
+    /// `GLACIER` or `DEEP_ARCHIVE`, Azure's archive tier): skip it with
+    /// [`SkipReason::Archived`]. Not a failure of the scan, and never retried.
+    Archived,
 }
 
 /// Why an entry was not scanned.
@@ -54,6 +58,8 @@ pub enum SkipReason {
     NotRegularFile,
     /// Larger than the configured maximum object size.
     TooLarge,
+    /// In an archive storage class, unreadable without a restore.
+    Archived,
     /// The scan was stopped before this object was finished.
     Stopped,
     /// The entry could not be read at all (an unreadable folder, metadata
@@ -74,6 +80,7 @@ impl fmt::Display for SkipReason {
             SkipReason::Symlink => f.write_str("symbolic link, not followed"),
             SkipReason::NotRegularFile => f.write_str("not a regular file"),
             SkipReason::TooLarge => f.write_str("larger than the maximum object size"),
+            SkipReason::Archived => f.write_str("in archive storage, not restored"),
             SkipReason::Stopped => f.write_str("scan stopped before this object was finished"),
             SkipReason::Unreadable(reason) => f.write_str(reason),
             SkipReason::Other(reason) => f.write_str(reason),

@@ -75,6 +75,8 @@ pub enum TestErrorKind {
     },
     /// Maps to [`ErrorClass::Permanent`].
     Permanent,
+    /// Maps to [`ErrorClass::Archived`].
+    Archived,
 }
 
 impl TestErrorKind {
@@ -84,6 +86,7 @@ impl TestErrorKind {
             TestErrorKind::Retryable => ErrorClass::Retryable,
             TestErrorKind::Throttled { retry_after } => ErrorClass::Throttled { retry_after },
             TestErrorKind::Permanent => ErrorClass::Permanent,
+            TestErrorKind::Archived => ErrorClass::Archived,
         }
     }
 }

@@ -114,6 +114,7 @@ where
     report.findings_by_rule = sink_outcome.by_rule;
     report.stopped = stop.load(Ordering::Relaxed);
     report.elapsed = started.elapsed();
+    report.buffers_in_use_at_end = shared.pool.in_use();
     debug_assert!(report.adds_up(), "{report:?}");
     Ok(report)
 }
@@ -361,6 +362,7 @@ fn fetch_object<'a, E: ScanEngine, B: RemoteBackend>(
         let buf = match fetch_chunk(shared, object, offset, payload_len, tail, &time, rng) {
             Ok(buf) => buf,
             Err(Ended::Stopped) => return state.skip(SkipReason::Stopped),
+            Err(Ended::Skipped(reason)) => return state.skip(reason),
             Err(Ended::Failed(kind, message)) => return state.fail(kind, message),
         };
         let len = tail.len() + payload_len;
@@ -400,6 +402,7 @@ fn time_budget_message<E, B>(shared: &Shared<'_, E, B>, offset: u64) -> String {
 /// Why an object ended before its last chunk.
 enum Ended {
     Stopped,
+    Skipped(SkipReason),
     Failed(FailureKind, String),
 }
 
@@ -479,6 +482,10 @@ fn fetch_chunk<E, B: RemoteBackend>(
                     attempt += 1;
                 }
                 retry_after.unwrap_or_else(|| policy.backoff(throttles, rng))
+            }
+            ErrorClass::Archived => {
+                tracing::debug!(object = %String::from_utf8_lossy(&object.display), error = %err, "skipped");
+                return Err(Ended::Skipped(SkipReason::Archived));
             }
             _ => {
                 return Err(Ended::Failed(

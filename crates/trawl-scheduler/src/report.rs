@@ -109,6 +109,9 @@ pub struct RunReport {
     pub stopped: bool,
     /// Wall time of the scan.
     pub elapsed: Duration,
+    /// Pooled buffers still taken when every thread had ended: always 0
+    /// unless a buffer leaked (tests check it under injected faults).
+    pub buffers_in_use_at_end: usize,
 }
 
 impl RunReport {

@@ -622,3 +622,29 @@ fn an_engine_panic_fails_that_object_only() {
     assert_eq!(report.failed[0].display, b"bad");
     assert_eq!(report.failed[0].kind, FailureKind::Internal);
 }
+
+/// An archived object (S3 `GLACIER`) is skipped with its reason, not failed:
+/// the scan stays complete and the other objects are scanned.
+#[test]
+fn an_archived_object_is_skipped_not_failed() {
+    let backend = FaultBackend::new(
+        MockBackend::new(vec![
+            ("cold", format!("token = {GITHUB_PAT}\n")),
+            ("warm", format!("key = {AWS_KEY}\n")),
+        ]),
+        |obj, _| {
+            (obj.display == b"cold")
+                .then(|| TestError::new(TestErrorKind::Archived, "InvalidObjectState"))
+        },
+    );
+    let (report, findings) = scan(backend, small_config());
+    assert!(report.is_complete(), "{report:?}");
+    assert!(report.adds_up(), "{report:?}");
+    assert_eq!(report.io.objects_completed, 1);
+    assert_eq!(
+        report.skipped_by_reason.get(&SkipReason::Archived),
+        Some(&1)
+    );
+    assert_eq!(findings.len(), 1);
+    assert_eq!(&findings[0].path[..], b"warm");
+}
