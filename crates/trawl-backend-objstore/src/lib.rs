@@ -221,11 +221,14 @@ impl ObjectStoreBackend {
                     .with_url(&store_url)
                     .with_skip_signature(options.anonymous)
                     .with_retry(no_retries())
-                    .with_client_options(options.client_options())
                     .with_http_connector(http::StatusConnector);
+                let mut client_options = options.client_options();
                 if let Some(endpoint) = &options.endpoint {
                     builder = builder.with_endpoint(endpoint.clone());
+                    client_options =
+                        client_options.with_allow_http(endpoint.starts_with("http://"));
                 }
+                builder = builder.with_client_options(client_options);
                 let store = builder.build().map_err(|e| config_error("az", &e))?;
                 Source::Store {
                     client: StoreClient::new(Arc::new(store), format!("{store_url}/")),
@@ -317,10 +320,22 @@ impl ObjectStoreBackend {
     /// (tests and benchmarks against a local server).
     #[doc(hidden)]
     pub fn put_object(&self, key: &[u8], body: Vec<u8>, storage_class: Option<&str>) -> Result<()> {
+        let class = storage_class.map(|class| ("x-amz-storage-class", class));
+        self.put_object_with(key, body, class.as_slice())
+    }
+
+    /// Stores an object with extra request headers (`x-amz-acl`…).
+    #[doc(hidden)]
+    pub fn put_object_with(
+        &self,
+        key: &[u8],
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Result<()> {
         let Source::S3 { client, .. } = &self.source else {
             return Err(not_s3());
         };
-        self.bridge.block_on(client.put(key, body, storage_class))?
+        self.bridge.block_on(client.put(key, body, headers))?
     }
 
     /// Runs one remote call through the circuit breaker.

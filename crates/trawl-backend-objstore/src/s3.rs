@@ -215,7 +215,7 @@ impl S3Client {
         &self,
         key: &[u8],
         body: Vec<u8>,
-        storage_class: Option<&str>,
+        headers: &[(&str, &str)],
     ) -> Result<()> {
         let target = String::from_utf8_lossy(key).into_owned();
         let op = Op {
@@ -223,13 +223,14 @@ impl S3Client {
             target: &target,
         };
         let url = format!("{}/{}", self.bucket_url, encode_key(key));
-        let mut headers = Vec::new();
-        if let Some(class) = storage_class {
-            headers.push((
-                header::HeaderName::from_static("x-amz-storage-class"),
-                class,
-            ));
-        }
+        let headers = headers
+            .iter()
+            .map(|(name, value)| {
+                header::HeaderName::try_from(*name)
+                    .map(|name| (name, *value))
+                    .map_err(|e| config_error(&format!("bad header name {name}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut request = self.request(Method::PUT, &url, &headers)?;
         *request.body_mut() = HttpRequestBody::from(body);
         let response = execute(&self.http, self.sign(request).await?, op).await?;

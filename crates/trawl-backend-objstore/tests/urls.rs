@@ -1,0 +1,57 @@
+//! Single `http(s)://` objects, served by the real S3-compatible server as
+//! public objects.
+
+mod support;
+
+use trawl_backend::conformance;
+use trawl_backend::{RemoteBackend, SkipReason};
+use trawl_backend_objstore::{ObjectStoreBackend, Options};
+
+use support::s3::{endpoint, new_bucket, options};
+
+#[test]
+fn public_objects_are_read_by_url_and_a_missing_one_is_counted() {
+    let Some(endpoint) = endpoint() else { return };
+    let bucket = new_bucket(&endpoint, "urls");
+    let admin =
+        ObjectStoreBackend::from_url(&format!("s3://{bucket}"), options(&endpoint)).unwrap();
+    let large: Vec<u8> = (0..2u32 << 20).map(|i| (i % 241) as u8).collect();
+    let public = [("x-amz-acl", "public-read")];
+    admin
+        .put_object_with(b"small.txt", b"hello, world".to_vec(), &public)
+        .unwrap();
+    admin
+        .put_object_with(b"large.bin", large.clone(), &public)
+        .unwrap();
+    let url = |key: &str| format!("{endpoint}/{bucket}/{key}");
+    let urls = vec![url("small.txt"), url("large.bin"), url("missing.txt")];
+    let backend = ObjectStoreBackend::from_urls(urls.clone(), Options::default()).unwrap();
+    let expected: Vec<(&[u8], &[u8])> = vec![
+        (urls[0].as_bytes(), b"hello, world"),
+        (urls[1].as_bytes(), &large),
+    ];
+    let skipped = conformance::check_all(&backend, &expected);
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0].display, urls[2].as_bytes());
+    let SkipReason::Unreadable(reason) = &skipped[0].reason else {
+        panic!("{skipped:?}");
+    };
+    assert!(reason.contains("404"), "{reason}");
+}
+
+#[test]
+fn only_http_urls_make_a_url_list() {
+    let err = ObjectStoreBackend::from_urls(
+        vec!["https://example.com/a".into(), "s3://bucket/key".into()],
+        Options::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("s3://bucket/key"), "{err}");
+    let backend = ObjectStoreBackend::from_urls(Vec::new(), Options::default()).unwrap();
+    assert!(
+        backend
+            .list_page(&mut Default::default(), 5)
+            .unwrap()
+            .is_empty()
+    );
+}
