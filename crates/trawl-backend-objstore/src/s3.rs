@@ -134,7 +134,12 @@ impl S3Client {
             url.push_str("&start-after=");
             url.push_str(&encode(after, true));
         }
-        let request = self.request(Method::GET, &url, &[])?;
+        // Restored archived objects are readable: the restore status says so.
+        let restore_status = (
+            header::HeaderName::from_static("x-amz-optional-object-attributes"),
+            "RestoreStatus",
+        );
+        let request = self.request(Method::GET, &url, &[restore_status])?;
         let response = execute(&self.http, self.sign(request).await?, op).await?;
         if !response.status().is_success() {
             return Err(status_error(response, op).await);
