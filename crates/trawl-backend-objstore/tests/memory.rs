@@ -102,3 +102,28 @@ fn a_memory_url_is_an_empty_store() {
     let backend = ObjectStoreBackend::from_url("memory://", Options::default()).unwrap();
     conformance::check_listing(&backend, &[]);
 }
+
+/// A worker process has a runtime already: the backend runs on it, refuses
+/// (instead of panicking) to block inside it, and drops quietly there.
+#[test]
+fn runs_on_the_callers_runtime_and_never_panics_inside_it() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = store_with(&[("k", b"v")]);
+    let options = Options {
+        runtime: Some(runtime.handle().clone()),
+        ..Options::default()
+    };
+    let backend = ObjectStoreBackend::from_store(store, "memory://", "", options).unwrap();
+    conformance::check_all(&backend, &[(b"memory://k", b"v")]);
+    runtime.block_on(async {
+        let err = backend.list_page(&mut Default::default(), 1).unwrap_err();
+        assert!(matches!(err, Error::InsideRuntime), "{err}");
+        let owned = ObjectStoreBackend::from_url("memory://", Options::default()).unwrap();
+        drop(owned);
+        drop(backend);
+    });
+}
