@@ -2,6 +2,7 @@
 //! codes. All scanning logic lives in the library crates.
 
 mod baseline;
+mod remote;
 mod rules;
 mod scan;
 mod size;
@@ -16,7 +17,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "trawl", version, long_about = None)]
 #[command(
-    after_help = "Examples:\n  trawl scan .                       scan the current folder, findings as JSONL on stdout\n  trawl scan ./repo --redact --sort  hide secrets, sort findings by path and offset\n  trawl scan ./dumps -o findings.jsonl\n  trawl scan . --rules .gitleaks.toml --baseline last.jsonl\n  trawl rules check .gitleaks.toml   validate a rule file\n\nExit codes: 0 nothing found, 1 findings, 2 usage error or incomplete scan."
+    after_help = "Examples:\n  trawl scan .                       scan the current folder, findings as JSONL on stdout\n  trawl scan ./repo --redact --sort  hide secrets, sort findings by path and offset\n  trawl scan ./dumps -o findings.jsonl\n  trawl scan . --rules .gitleaks.toml --baseline last.jsonl\n  trawl scan s3://bucket/logs/       scan every object under a prefix\n  trawl rules check .gitleaks.toml   validate a rule file\n\nExit codes: 0 nothing found, 1 findings, 2 usage error or incomplete scan."
 )]
 struct Cli {
     /// Log more (-v: info, -vv: debug); RUST_LOG overrides.
@@ -29,8 +30,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Scan files and folders for secrets.
-    Scan(scan::ScanArgs),
+    /// Scan files and folders, or object-store URLs, for secrets.
+    Scan(Box<scan::ScanArgs>),
     /// List the active rules, or check rule files.
     #[command(subcommand)]
     #[command(
@@ -53,7 +54,7 @@ fn main() -> ExitCode {
     };
     init_logging(cli.verbose);
     let outcome = match cli.command {
-        Command::Scan(args) => scan::run(args),
+        Command::Scan(args) => scan::run(*args),
         Command::Rules(command) => rules::run(command),
     };
     match outcome {

@@ -1,4 +1,4 @@
-//! `trawl scan`: scan local files and folders.
+//! `trawl scan`: scan local files and folders, or object-store URLs.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -7,14 +7,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
+use trawl::objstore;
 use trawl::{
-    Engine, EventSink, FsBackend, FsOptions, JsonlSink, RemoteConfig, ScanControl, SortingSink,
-    scan_remote,
+    Engine, EventSink, FsBackend, FsOptions, JsonlSink, RemoteBackend, RemoteConfig, RunReport,
+    ScanControl, SortingSink, scan_remote,
 };
 
 use crate::baseline::{Baseline, BaselineSink};
+use crate::remote::{Remote, Target, Watched, listing_hint};
 use crate::rules::RuleArgs;
 use crate::size::parse_size;
 use crate::summary;
@@ -26,14 +28,40 @@ pub(crate) const EXIT_FINDINGS: u8 = 1;
 /// Exit code of a usage error or an incomplete scan.
 pub(crate) const EXIT_INCOMPLETE: u8 = 2;
 
+/// Defaults of the knobs that depend on where the objects are: a disk
+/// answers in microseconds, a store in tens of milliseconds, so remote
+/// scans keep more reads in flight, in larger chunks.
+#[derive(Debug, Clone, Copy)]
+struct Defaults {
+    /// `None`: the number of cores, at least 2.
+    io_threads: Option<usize>,
+    chunk_size: usize,
+    pool_buffers: usize,
+}
+
+const LOCAL: Defaults = Defaults {
+    io_threads: None,
+    chunk_size: 256 * 1024,
+    pool_buffers: 64,
+};
+
+/// 32 buffers of 4 MiB: about 128 MiB, so that 16 threads each have a chunk
+/// in flight and another being scanned.
+const REMOTE: Defaults = Defaults {
+    io_threads: Some(16),
+    chunk_size: 4 << 20,
+    pool_buffers: 32,
+};
+
 /// Arguments of `trawl scan`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  trawl scan .\n  trawl scan ~/src/app ./backups --redact -o findings.jsonl\n  trawl scan . --respect-gitignore --skip-hidden --sort\n  trawl scan . --rules .gitleaks.toml                built-in rules plus the file's\n  trawl scan . --rules team.toml --no-builtin       only the file's rules\n  trawl scan . -o new.jsonl --baseline old.jsonl     only findings not in old.jsonl\n\nEvery file is scanned, binary or not (NUL bytes and invalid UTF-8 included);\nhidden and git-ignored files too unless asked otherwise. Each finding is one\nJSON line (format: docs/output.md); a summary goes to stderr."
+    after_help = "Examples:\n  trawl scan .\n  trawl scan ~/src/app ./backups --redact -o findings.jsonl\n  trawl scan . --respect-gitignore --skip-hidden --sort\n  trawl scan . --rules .gitleaks.toml                built-in rules plus the file's\n  trawl scan . --rules team.toml --no-builtin       only the file's rules\n  trawl scan . -o new.jsonl --baseline old.jsonl     only findings not in old.jsonl\n  trawl scan s3://my-bucket/logs/2026/               every object under the prefix\n  trawl scan s3://public-data/ --anonymous --region eu-west-1\n  trawl scan s3://bucket --endpoint http://localhost:9000   MinIO or another S3-compatible server\n  trawl scan gs://bucket/exports/\n  trawl scan az://container/backups/                 account and key from AZURE_*\n  trawl scan https://example.com/app.js --urls more-urls.txt\n\nEvery file is scanned, binary or not (NUL bytes and invalid UTF-8 included);\nhidden and git-ignored files too unless asked otherwise. Each finding is one\nJSON line (format: docs/output.md); a summary goes to stderr.\n\nOne run scans local paths, or one store location, or http(s) URLs: to scan\nmore, run trawl once per location. Store credentials come only from the\nenvironment (there are no credential flags): AWS_ACCESS_KEY_ID,\nAWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and the other AWS_* variables, or the\ninstance's role; GOOGLE_APPLICATION_CREDENTIALS and GOOGLE_*; AZURE_* (e.g.\nAZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY). URLs are shown with\ncredentials removed."
 )]
 pub(crate) struct ScanArgs {
-    /// Files and folders to scan.
-    #[arg(required = true, value_name = "PATH")]
+    /// Files and folders, or URLs: one store location (s3://bucket/prefix,
+    /// gs://, az://, abfs://), or http(s):// URLs of single objects.
+    #[arg(required_unless_present = "urls", value_name = "PATH|URL")]
     paths: Vec<PathBuf>,
 
     /// Write findings to FILE instead of stdout ('-' is stdout).
@@ -49,38 +77,63 @@ pub(crate) struct ScanArgs {
     sort: bool,
 
     /// Skip files and folders matched by .gitignore/.ignore rules (scanned by default).
-    #[arg(long)]
+    #[arg(long, help_heading = "Local paths")]
     respect_gitignore: bool,
 
     /// Skip hidden files and folders (scanned by default).
-    #[arg(long)]
+    #[arg(long, help_heading = "Local paths")]
     skip_hidden: bool,
 
     /// Follow symbolic links (by default they are counted as skipped).
-    #[arg(long)]
+    #[arg(long, help_heading = "Local paths")]
     follow_symlinks: bool,
 
     /// Skip files larger than SIZE (e.g. 100MiB); each is counted as skipped.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Local paths")]
     max_file_size: Option<usize>,
 
-    /// Bytes read and scanned per chunk (e.g. 256KiB).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "256KiB")]
-    chunk_size: usize,
+    /// Use this S3-compatible server or Azure emulator instead of the
+    /// cloud's own endpoint (e.g. http://localhost:9000; plain http:// is
+    /// allowed).
+    #[arg(long, value_name = "URL", help_heading = "URLs")]
+    endpoint: Option<String>,
+
+    /// The S3 bucket's region [default: AWS_REGION or AWS_DEFAULT_REGION,
+    /// else us-east-1].
+    #[arg(long, value_name = "REGION", help_heading = "URLs")]
+    region: Option<String>,
+
+    /// Send unsigned requests (public buckets); credentials in the
+    /// environment are not used.
+    #[arg(long, help_heading = "URLs")]
+    anonymous: bool,
+
+    /// Also scan the http(s):// URLs listed in FILE, one per line (blank
+    /// lines and lines starting with '#' are ignored).
+    #[arg(long, value_name = "FILE", help_heading = "URLs")]
+    urls: Option<PathBuf>,
+
+    /// Bytes read and scanned per chunk (e.g. 256KiB) [default: 256KiB for
+    /// local paths, 4MiB for URLs].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    chunk_size: Option<usize>,
 
     /// Threads that scan chunks [default: the number of cores].
     #[arg(long, value_name = "N")]
     cpu_workers: Option<usize>,
 
-    /// Threads that read files [default: the number of cores, at least 2].
+    /// Threads that read files or objects [default: the number of cores, at
+    /// least 2, for local paths; 16 for URLs].
     #[arg(long, value_name = "N")]
     io_threads: Option<usize>,
 
-    /// Chunk buffers in memory at once; memory ≈ N × chunk size.
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    pool_buffers: usize,
+    /// Chunk buffers in memory at once; memory ≈ N × chunk size [default: 64
+    /// for local paths (16 MiB), 32 for URLs (128 MiB)].
+    #[arg(long, value_name = "N")]
+    pool_buffers: Option<usize>,
 
-    /// Give up on one file after this many seconds, retries included.
+    /// Give up on one file or object after this many seconds, retries
+    /// included.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     max_object_time: u64,
 
@@ -98,13 +151,16 @@ pub(crate) struct ScanArgs {
 }
 
 impl ScanArgs {
-    fn config(&self) -> RemoteConfig {
+    fn config(&self, defaults: Defaults) -> RemoteConfig {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         RemoteConfig {
             cpu_workers: self.cpu_workers.unwrap_or(cores),
-            io_threads: self.io_threads.unwrap_or(cores.max(2)),
-            chunk_size: self.chunk_size,
-            pool_buffers: self.pool_buffers,
+            io_threads: self
+                .io_threads
+                .or(defaults.io_threads)
+                .unwrap_or(cores.max(2)),
+            chunk_size: self.chunk_size.unwrap_or(defaults.chunk_size),
+            pool_buffers: self.pool_buffers.unwrap_or(defaults.pool_buffers),
             max_object_time: Some(Duration::from_secs(self.max_object_time)),
             ..RemoteConfig::default()
         }
@@ -125,17 +181,162 @@ impl ScanArgs {
                 .collect(),
         }
     }
+
+    /// The object-store flags given, by name.
+    fn store_flags(&self) -> Vec<&'static str> {
+        let given = [
+            ("--endpoint", self.endpoint.is_some()),
+            ("--region", self.region.is_some()),
+            ("--anonymous", self.anonymous),
+        ];
+        given
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(f, _)| *f)
+            .collect()
+    }
+
+    /// The local-path flags given, by name.
+    fn local_flags(&self) -> Vec<&'static str> {
+        let given = [
+            ("--respect-gitignore", self.respect_gitignore),
+            ("--skip-hidden", self.skip_hidden),
+            ("--follow-symlinks", self.follow_symlinks),
+            ("--max-file-size", self.max_file_size.is_some()),
+        ];
+        given
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(f, _)| *f)
+            .collect()
+    }
+
+    /// The flags that apply to `remote` become the backend's options; a
+    /// flag the target would ignore is an error.
+    fn store_options(&self, remote: &Remote) -> Result<objstore::Options> {
+        let local = self.local_flags();
+        if !local.is_empty() {
+            bail!(
+                "{} to local paths only, not to {}",
+                apply(&local),
+                remote.shown()
+            );
+        }
+        let scheme = remote.scheme();
+        if self.endpoint.is_some() && !matches!(scheme, "s3" | "az") {
+            bail!(
+                "--endpoint applies to s3:// and az:// locations (an S3-compatible server, an Azure emulator), not to {}",
+                remote.shown()
+            );
+        }
+        if self.region.is_some() && scheme != "s3" {
+            bail!(
+                "--region applies to s3:// locations only, not to {}",
+                remote.shown()
+            );
+        }
+        Ok(objstore::Options {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            anonymous: self.anonymous,
+            ..objstore::Options::default()
+        })
+    }
+}
+
+/// "--a applies", "--a, --b apply".
+fn apply(flags: &[&str]) -> String {
+    let verb = if flags.len() == 1 { "applies" } else { "apply" };
+    format!("{} {verb}", flags.join(", "))
 }
 
 /// Runs a scan and returns the exit code.
 pub(crate) fn run(args: ScanArgs) -> Result<u8> {
-    let config = args.config();
-    let engine = Engine::new(args.rules.load()?)?;
-    let baseline = args.baseline.as_deref().map(Baseline::read).transpose()?;
-    config
-        .validate(trawl::ScanEngine::max_match_len(&engine))
-        .context("invalid option")?;
-    let backend = FsBackend::new(args.paths.clone(), args.fs_options())?;
+    match Target::resolve(&args.paths, args.urls.as_deref())? {
+        Target::Local(paths) => {
+            let remote_only = args.store_flags();
+            if !remote_only.is_empty() {
+                bail!(
+                    "{} to URLs only (s3://, gs://, az://, http(s)://), not to local paths",
+                    apply(&remote_only)
+                );
+            }
+            let config = args.config(LOCAL);
+            let prepared = Prepared::new(&args, &config)?;
+            let backend = FsBackend::new(paths, args.fs_options())?;
+            let scanned = scan(&args, prepared, &config, &backend)?;
+            finish(&args, scanned)
+        }
+        Target::Remote(remote) => {
+            let options = args.store_options(&remote)?;
+            let config = args.config(REMOTE);
+            let prepared = Prepared::new(&args, &config)?;
+            let backend = remote.backend(options)?;
+            let scanned = scan(&args, prepared, &config, &backend)?;
+            if let Some(reason) = nothing_listed(&scanned, &remote, &backend) {
+                bail!("cannot list {}: {reason}", remote.shown());
+            }
+            finish(&args, scanned)
+        }
+    }
+}
+
+/// Why a remote listing failed before it found a single object (no such
+/// bucket, access denied, no network), when it did: there is nothing to
+/// summarise then, and the store's reason is the whole story.
+fn nothing_listed(scanned: &Scanned, remote: &Remote, backend: &Watched) -> Option<String> {
+    let report = &scanned.report;
+    let listing_error = report.listing_error.as_ref()?;
+    if report.remote.objects_discovered > 0 || report.stopped || scanned.reader_left {
+        return None;
+    }
+    let (reason, attempts) = backend
+        .listing_failure()
+        .unwrap_or_else(|| (listing_error.clone(), 1));
+    let mut message = reason;
+    if attempts > 1 {
+        message.push_str(&format!(" (after {attempts} attempts)"));
+    }
+    if let Some(hint) = listing_hint(remote.scheme(), &message) {
+        message.push_str(&format!(" ({hint})"));
+    }
+    Some(message)
+}
+
+/// What every scan needs before its backend: the engine, the baseline, a
+/// valid configuration.
+struct Prepared {
+    engine: Engine,
+    baseline: Option<Baseline>,
+}
+
+impl Prepared {
+    fn new(args: &ScanArgs, config: &RemoteConfig) -> Result<Prepared> {
+        let engine = Engine::new(args.rules.load()?)?;
+        let baseline = args.baseline.as_deref().map(Baseline::read).transpose()?;
+        config
+            .validate(trawl::ScanEngine::max_match_len(&engine))
+            .context("invalid option")?;
+        Ok(Prepared { engine, baseline })
+    }
+}
+
+/// A scan that ran: its report (without the findings a baseline held
+/// back), and what the baseline held back.
+struct Scanned {
+    report: RunReport,
+    suppressed: Option<summary::Suppressed>,
+    /// The reader of the findings went away (a closed pipe).
+    reader_left: bool,
+}
+
+fn scan<B: RemoteBackend>(
+    args: &ScanArgs,
+    prepared: Prepared,
+    config: &RemoteConfig,
+    backend: &B,
+) -> Result<Scanned> {
+    let Prepared { engine, baseline } = prepared;
     // Created before the walk starts (in `scan_remote`), so that the walk
     // recognises the output file and leaves it out.
     let reader_left = Arc::new(AtomicBool::new(false));
@@ -154,7 +355,7 @@ pub(crate) fn run(args: ScanArgs) -> Result<u8> {
 
     let control = Arc::new(ScanControl::new());
     install_interrupt_handler(&control);
-    let mut report = scan_remote(&engine, &backend, &config, &mut sink, &control)?;
+    let mut report = scan_remote(&engine, backend, config, &mut sink, &control)?;
     // The scan counts every finding it hands the sink; the baseline's are
     // not reported, so they leave the counts (and the exit code) here.
     let suppressed = sink.suppressed().clone();
@@ -168,7 +369,24 @@ pub(crate) fn run(args: ScanArgs) -> Result<u8> {
             }
         }
     }
-    if reader_left.load(Ordering::Relaxed) {
+    Ok(Scanned {
+        report,
+        suppressed: baseline_size.map(|baseline| summary::Suppressed {
+            findings: suppressed.values().sum(),
+            baseline,
+        }),
+        reader_left: reader_left.load(Ordering::Relaxed),
+    })
+}
+
+/// Prints the summary and returns the exit code.
+fn finish(args: &ScanArgs, scanned: Scanned) -> Result<u8> {
+    let Scanned {
+        report,
+        suppressed,
+        reader_left,
+    } = scanned;
+    if reader_left {
         // `trawl scan . | head`: the reader had what it wanted. Not an error
         // to report, and the findings it read decide the exit code.
         return Ok(if report.findings > 0 {
@@ -178,10 +396,6 @@ pub(crate) fn run(args: ScanArgs) -> Result<u8> {
         });
     }
     if !args.quiet {
-        let suppressed = baseline_size.map(|baseline| summary::Suppressed {
-            findings: suppressed.values().sum(),
-            baseline,
-        });
         summary::print(&report, suppressed, &mut io::stderr().lock())?;
     }
     Ok(if !report.is_complete() {
@@ -246,5 +460,59 @@ fn install_interrupt_handler(control: &Arc<ScanControl>) {
     });
     if let Err(err) = result {
         tracing::warn!(%err, "cannot install the Ctrl-C handler");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ScanArgs,
+    }
+
+    fn args(given: &[&str]) -> ScanArgs {
+        Cli::try_parse_from(std::iter::once("scan").chain(given.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn remote_scans_default_to_more_reads_in_larger_chunks() {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let local = args(&["."]).config(LOCAL);
+        assert_eq!(
+            (local.io_threads, local.chunk_size, local.pool_buffers),
+            (cores.max(2), 256 * 1024, 64)
+        );
+        let remote = args(&["s3://b"]).config(REMOTE);
+        assert_eq!(
+            (remote.io_threads, remote.chunk_size, remote.pool_buffers),
+            (16, 4 << 20, 32)
+        );
+    }
+
+    #[test]
+    fn explicit_flags_win_over_either_default() {
+        let given = args(&[
+            "s3://b",
+            "--io-threads",
+            "3",
+            "--chunk-size",
+            "1MiB",
+            "--pool-buffers",
+            "5",
+        ]);
+        for defaults in [LOCAL, REMOTE] {
+            let config = given.config(defaults);
+            assert_eq!(
+                (config.io_threads, config.chunk_size, config.pool_buffers),
+                (3, 1 << 20, 5)
+            );
+        }
     }
 }

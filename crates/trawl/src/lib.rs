@@ -12,6 +12,7 @@
 //! | [`retry`] | `trawl-retry` | retry policy and backoff |
 //! | [`budget`] | `trawl-budget` | buffer pool and counted permits |
 //! | [`fs`] | `trawl-backend-fs` | local folders (feature `fs`, on by default) |
+//! | [`objstore`] | `trawl-backend-objstore` | `s3://`, `gs://`, `az://`, `memory://` and `http(s)://` URLs (feature `objstore`, on by default) |
 //!
 //! # Example
 //!
@@ -30,6 +31,20 @@
 //! assert!(report.adds_up());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! A bucket is scanned the same way, with credentials from the environment
+//! (`AWS_*`, `GOOGLE_*`, `AZURE_*`):
+//!
+//! ```no_run
+//! use trawl::objstore::Options;
+//! use trawl::{Engine, ObjectStoreBackend, RemoteConfig, ScanControl, VecSink, scan_remote};
+//!
+//! let backend = ObjectStoreBackend::from_url("s3://my-bucket/logs/", Options::default())?;
+//! let mut sink = VecSink::default();
+//! let report = scan_remote(&Engine::builtin(), &backend, &RemoteConfig::default(), &mut sink, &ScanControl::new())?;
+//! println!("{} findings in {} objects", report.findings, report.io.objects_completed);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub use trawl_backend as backend;
 pub use trawl_budget as budget;
@@ -39,10 +54,14 @@ pub use trawl_scheduler as scheduler;
 
 #[cfg(feature = "fs")]
 pub use trawl_backend_fs as fs;
+#[cfg(feature = "objstore")]
+pub use trawl_backend_objstore as objstore;
 
 pub use trawl_backend::{ErrorClass, RemoteBackend, RemoteObject, SkipReason};
 #[cfg(feature = "fs")]
 pub use trawl_backend_fs::{FsBackend, FsOptions};
+#[cfg(feature = "objstore")]
+pub use trawl_backend_objstore::ObjectStoreBackend;
 pub use trawl_engine::{Engine, RuleSet, ScanEngine};
 pub use trawl_retry::RetryPolicy;
 pub use trawl_scheduler::{

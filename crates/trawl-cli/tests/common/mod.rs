@@ -1,5 +1,12 @@
 //! What every CLI test does: run the `trawl` binary and read its output.
 
+#![allow(
+    dead_code,
+    reason = "each test crate uses only part of the common code"
+)]
+
+pub(crate) mod s3;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
