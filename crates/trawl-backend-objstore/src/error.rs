@@ -33,6 +33,17 @@ pub enum Error {
         /// What is wrong, in words.
         reason: String,
     },
+    /// No credentials could be found for the store (none in the
+    /// environment, no instance or container role answering).
+    #[error(
+        "no credentials for {endpoint}: set them in the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a role), or scan a public bucket with --anonymous ({reason})"
+    )]
+    Credentials {
+        /// The endpoint or bucket.
+        endpoint: String,
+        /// Why the credential chain failed.
+        reason: String,
+    },
     /// The backend was called on a thread that runs async tasks, where it
     /// would have to block the runtime.
     #[error(
@@ -150,6 +161,7 @@ impl Error {
             Error::Location { .. }
             | Error::Config { .. }
             | Error::InsideRuntime
+            | Error::Credentials { .. }
             | Error::Malformed { .. }
             | Error::Changed { .. } => ErrorClass::Permanent,
         }

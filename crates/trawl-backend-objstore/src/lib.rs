@@ -427,7 +427,21 @@ impl ObjectStoreBackend {
         let end = urls.len().min(cursor.next_url + max);
         let page = &urls[cursor.next_url..end];
         let heads = self.call(async {
-            Ok(futures::future::join_all(page.iter().map(|url| urls::head(client, url))).await)
+            let heads =
+                futures::future::join_all(page.iter().map(|url| urls::head(client, url))).await;
+            // A transient failure is the listing's to retry, the page whole:
+            // an object is never given up on for a hiccup of its HEAD.
+            match heads
+                .iter()
+                .position(|h| h.as_ref().is_err_and(is_transient))
+            {
+                Some(at) => Err(heads
+                    .into_iter()
+                    .nth(at)
+                    .and_then(Result::err)
+                    .expect("an error")),
+                None => Ok(heads),
+            }
         })?;
         cursor.next_url = end;
         let mut out = Vec::new();
@@ -442,14 +456,10 @@ impl ObjectStoreBackend {
                     size: head.size,
                     display,
                 }),
-                Err(err) => {
-                    let failed = err.is_endpoint_failure();
-                    self.breaker.record(failed, Instant::now());
-                    cursor.skipped.push(SkippedObject {
-                        display,
-                        reason: SkipReason::Unreadable(err.to_string()),
-                    });
-                }
+                Err(err) => cursor.skipped.push(SkippedObject {
+                    display,
+                    reason: SkipReason::Unreadable(err.to_string()),
+                }),
             }
         }
         Ok(out)
@@ -547,6 +557,13 @@ fn http_client(options: &Options) -> Result<HttpClient> {
     ReqwestConnector::default()
         .connect(&options.client_options().with_allow_http(true))
         .map_err(|e| config_error("http", &e))
+}
+
+fn is_transient(err: &Error) -> bool {
+    matches!(
+        err.class(),
+        ErrorClass::Retryable | ErrorClass::Throttled { .. }
+    )
 }
 
 fn config_error(scheme: &'static str, err: &object_store::Error) -> Error {

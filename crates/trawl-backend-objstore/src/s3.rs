@@ -264,12 +264,14 @@ impl S3Client {
         let Some(provider) = &self.credentials else {
             return Ok(request);
         };
+        // Static keys cannot fail; what fails is the instance or container
+        // metadata lookup of a machine that has no role: retrying every
+        // object against it would only multiply the wait.
         let credential = provider
             .get_credential()
             .await
-            .map_err(|e| Error::Transport {
-                operation: "get credentials",
-                target: self.bucket_url.clone(),
+            .map_err(|e| Error::Credentials {
+                endpoint: format!("s3://{}", self.bucket),
                 reason: crate::http::error_chain(&e),
             })?;
         AwsAuthorizer::new(&credential, "s3", &self.region)

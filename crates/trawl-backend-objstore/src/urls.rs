@@ -8,8 +8,8 @@
 
 use std::ops::Range;
 
-use http::{Method, StatusCode, header};
-use object_store::client::{HttpClient, HttpRequestBody};
+use http::{HeaderMap, Method, StatusCode, header};
+use object_store::client::{HttpClient, HttpRequest, HttpRequestBody};
 
 use crate::error::{Error, Result};
 use crate::http::{Op, execute, is_success, read_body_into, status_error};
@@ -22,33 +22,73 @@ pub(crate) struct UrlObject {
     pub(crate) etag: Option<String>,
 }
 
-/// `HEAD url`: the size (required) and a strong ETag (if any).
+/// `HEAD url`: the size and a strong ETag (if any). A server that refuses
+/// `HEAD` or sends no `Content-Length` is asked for the first byte instead,
+/// whose `Content-Range` tells the size.
 pub(crate) async fn head(client: &HttpClient, url: &str) -> Result<UrlObject> {
     let shown = redact_url(url);
     let op = Op {
         operation: "head",
         target: &shown,
     };
-    let request = http::Request::builder()
-        .method(Method::HEAD)
-        .uri(url)
-        .body(HttpRequestBody::empty())
-        .map_err(|e| op.malformed(format!("not a valid request URL: {e}")))?;
-    let response = execute(client, request, op).await?;
-    if !response.status().is_success() {
+    let response = execute(client, request(Method::HEAD, url, &[], op)?, op).await?;
+    let refused = matches!(response.status().as_u16(), 405 | 501);
+    if !refused && !response.status().is_success() {
         return Err(status_error(response, op).await);
     }
     let headers = response.headers();
-    let size = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .ok_or_else(|| op.malformed("no Content-Length: the size is unknown"))?;
-    let etag = headers
+    if let Some(size) = header_u64(headers, header::CONTENT_LENGTH).filter(|_| !refused) {
+        return Ok(UrlObject {
+            size,
+            etag: strong_etag(headers),
+        });
+    }
+    let first_byte = [(header::RANGE, "bytes=0-0")];
+    let response = execute(client, request(Method::GET, url, &first_byte, op)?, op).await?;
+    let status = response.status();
+    let headers = response.headers();
+    let size = match status {
+        StatusCode::PARTIAL_CONTENT => headers
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok()?.rsplit_once('/')?.1.parse().ok()),
+        StatusCode::OK => header_u64(headers, header::CONTENT_LENGTH),
+        // An empty object has no first byte.
+        StatusCode::RANGE_NOT_SATISFIABLE => Some(0),
+        _ => return Err(status_error(response, op).await),
+    }
+    .ok_or_else(|| op.malformed("neither Content-Length nor Content-Range: the size is unknown"))?;
+    Ok(UrlObject {
+        size,
+        etag: strong_etag(headers),
+    })
+}
+
+fn request(
+    method: Method,
+    url: &str,
+    headers: &[(header::HeaderName, &str)],
+    op: Op<'_>,
+) -> Result<HttpRequest> {
+    let mut builder = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(name, *value);
+    }
+    builder
+        .body(HttpRequestBody::empty())
+        .map_err(|e| op.malformed(format!("not a valid request URL: {e}")))
+}
+
+fn header_u64(headers: &HeaderMap, name: header::HeaderName) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.parse().ok()
+}
+
+/// `If-Match` compares strongly: a weak ETag cannot pin a version.
+fn strong_etag(headers: &HeaderMap) -> Option<String> {
+    headers
         .get(header::ETAG)
         .and_then(|v| v.to_str().ok())
         .filter(|e| !e.starts_with("W/"))
-        .map(str::to_owned);
-    Ok(UrlObject { size, etag })
+        .map(str::to_owned)
 }
 
 /// Reads `range` of `url` into `dst`.
@@ -64,19 +104,12 @@ pub(crate) async fn read(
         operation: "read",
         target: &shown,
     };
-    let mut request = http::Request::builder()
-        .method(Method::GET)
-        .uri(url)
-        .header(
-            header::RANGE,
-            format!("bytes={}-{}", range.start, range.end - 1),
-        );
+    let range_header = format!("bytes={}-{}", range.start, range.end - 1);
+    let mut headers = vec![(header::RANGE, range_header.as_str())];
     if let Some(etag) = etag {
-        request = request.header(header::IF_MATCH, etag);
+        headers.push((header::IF_MATCH, etag));
     }
-    let request = request
-        .body(HttpRequestBody::empty())
-        .map_err(|e| op.malformed(format!("not a valid request URL: {e}")))?;
+    let request = request(Method::GET, url, &headers, op)?;
     let response = execute(client, request, op).await?;
     match response.status() {
         StatusCode::PRECONDITION_FAILED => {

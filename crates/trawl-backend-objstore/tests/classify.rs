@@ -136,3 +136,23 @@ fn an_open_breaker_refuses_calls_as_a_throttle_with_the_cool_down() {
     assert!(err.to_string().contains("circuit breaker open"), "{err}");
     assert_eq!(backend.breaker_stats().opened, 1);
 }
+
+/// A machine with no credentials and no role: one permanent error that says
+/// what to do, instead of a retry per object against the metadata service.
+#[test]
+fn missing_credentials_are_one_clear_permanent_error() {
+    let options = Options {
+        endpoint: Some(format!("http://{}", closed_port())),
+        config: vec![(
+            "aws_metadata_endpoint".into(),
+            format!("http://{}", closed_port()),
+        )],
+        ..Options::default()
+    };
+    let backend = ObjectStoreBackend::from_url("s3://bucket", options).unwrap();
+    let err = backend.list_page(&mut Default::default(), 10).unwrap_err();
+    assert_eq!(backend.classify_error(&err), ErrorClass::Permanent, "{err}");
+    let message = err.to_string();
+    assert!(message.contains("no credentials"), "{message}");
+    assert!(message.contains("--anonymous"), "{message}");
+}

@@ -3,8 +3,9 @@
 
 mod support;
 
+use support::fault_proxy::{FaultProxy, FaultRule, Target};
 use trawl_backend::conformance;
-use trawl_backend::{RemoteBackend, SkipReason};
+use trawl_backend::{ErrorClass, RemoteBackend, SkipReason};
 use trawl_backend_objstore::{ObjectStoreBackend, Options};
 
 use support::s3::{endpoint, new_bucket, options};
@@ -54,4 +55,41 @@ fn only_http_urls_make_a_url_list() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// A server that refuses `HEAD` is asked for the first byte instead; a
+/// transient failure of a `HEAD` is the listing's to retry, not a lost
+/// object.
+#[test]
+fn a_refused_head_falls_back_and_a_failed_one_is_retried() {
+    let Some(endpoint) = endpoint() else { return };
+    let bucket = new_bucket(&endpoint, "head");
+    let admin =
+        ObjectStoreBackend::from_url(&format!("s3://{bucket}"), options(&endpoint)).unwrap();
+    admin
+        .put_object_with(
+            b"k.txt",
+            b"0123456789".to_vec(),
+            &[("x-amz-acl", "public-read")],
+        )
+        .unwrap();
+    let upstream = endpoint.trim_start_matches("http://").parse().unwrap();
+    let proxy = FaultProxy::start(upstream).unwrap();
+    let url = format!("{}/{bucket}/k.txt", proxy.url());
+    let backend = ObjectStoreBackend::from_urls(vec![url.clone()], Options::default()).unwrap();
+
+    proxy.push(FaultRule::status(Target::Any, 503, 1));
+    let mut cursor = Default::default();
+    let err = backend.list_page(&mut cursor, 10).unwrap_err();
+    assert_eq!(backend.classify_error(&err), ErrorClass::Retryable, "{err}");
+
+    proxy.push(FaultRule::status(Target::Any, 405, 1));
+    let page = backend.list_page(&mut cursor, 10).unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].size, 10);
+    assert!(backend.take_skipped(&mut cursor).is_empty());
+    let mut dst = [0; 4];
+    assert_eq!(backend.fetch_range(&page[0], 6, &mut dst).unwrap(), 4);
+    assert_eq!(&dst, b"6789");
+    assert!(backend.list_page(&mut cursor, 10).unwrap().is_empty());
 }

@@ -37,20 +37,24 @@ struct Defaults {
     io_threads: Option<usize>,
     chunk_size: usize,
     pool_buffers: usize,
+    max_object_secs: u64,
 }
 
 const LOCAL: Defaults = Defaults {
     io_threads: None,
     chunk_size: 256 * 1024,
     pool_buffers: 64,
+    max_object_secs: 300,
 };
 
 /// 32 buffers of 4 MiB: about 128 MiB, so that 16 threads each have a chunk
-/// in flight and another being scanned.
+/// in flight and another being scanned. An hour per object: a 10 GiB object
+/// over a slow link must not fail for taking its time.
 const REMOTE: Defaults = Defaults {
     io_threads: Some(16),
     chunk_size: 4 << 20,
     pool_buffers: 32,
+    max_object_secs: 3600,
 };
 
 /// Arguments of `trawl scan`.
@@ -133,9 +137,9 @@ pub(crate) struct ScanArgs {
     pool_buffers: Option<usize>,
 
     /// Give up on one file or object after this many seconds, retries
-    /// included.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    max_object_time: u64,
+    /// included [default: 300 for local paths, 3600 for URLs].
+    #[arg(long, value_name = "SECS")]
+    max_object_time: Option<u64>,
 
     #[command(flatten)]
     rules: RuleArgs,
@@ -161,7 +165,9 @@ impl ScanArgs {
                 .unwrap_or(cores.max(2)),
             chunk_size: self.chunk_size.unwrap_or(defaults.chunk_size),
             pool_buffers: self.pool_buffers.unwrap_or(defaults.pool_buffers),
-            max_object_time: Some(Duration::from_secs(self.max_object_time)),
+            max_object_time: Some(Duration::from_secs(
+                self.max_object_time.unwrap_or(defaults.max_object_secs),
+            )),
             ..RemoteConfig::default()
         }
     }

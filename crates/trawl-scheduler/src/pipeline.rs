@@ -274,6 +274,7 @@ fn list_with_retry<E, B: RemoteBackend>(
             Err(err) => err,
         };
         let class = shared.backend.classify_error(&err);
+        let retryable = class == ErrorClass::Retryable;
         let delay = match class {
             ErrorClass::Retryable => {
                 bump(&shared.counters.retryable_errors);
@@ -292,7 +293,9 @@ fn list_with_retry<E, B: RemoteBackend>(
             return Err(format!("listing failed after {attempt} attempts: {err}"));
         }
         tracing::debug!(attempt, error = %err, "listing failed, retrying");
-        bump(&shared.counters.retries);
+        if retryable {
+            bump(&shared.counters.retries);
+        }
         attempt += 1;
         if !sleep_unless_stopped(delay, shared.stop) {
             return Err("listing interrupted by a stop".into());
