@@ -5,7 +5,8 @@
 //! each, in nested folders) with fake secrets planted in it: AWS access key
 //! ids, GitHub personal access tokens, Slack bot tokens, Stripe live keys
 //! and PEM private-key blocks. [`corpus_bytes`] produces the same kind of
-//! text in memory. Both depend only on their arguments: the same seed gives
+//! text in memory, and [`corpus_object`] one object of it with the count of
+//! its secrets. Both depend only on their arguments: the same seed gives
 //! byte-identical output on every machine.
 //!
 //! The text also holds the words secret rules key on (`token`, `password`,
@@ -74,6 +75,36 @@ pub fn corpus_bytes(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// One object of corpus text: exactly `len` bytes, and the number of
+/// secrets planted in it, each whole (the object ends in ordinary lines, the
+/// one cut at `len` blanked). The same for the same `seed`.
+///
+/// Unlike [`corpus_bytes`], even a few-KiB object gets a whole file's start
+/// (and so, now and then, a secret): objects of an S3 benchmark are small.
+pub fn corpus_object(len: usize, seed: u64) -> (Vec<u8>, usize) {
+    // The longest line or PEM block `Generator::file` may add past its size.
+    const OVERSHOOT: usize = KIB;
+    let mut generator = Generator::new(seed);
+    let mut out = Vec::with_capacity(len + OVERSHOOT);
+    let mut planted = 0;
+    while out.len() + OVERSHOOT < len {
+        let size = generator.file_size().min(len - OVERSHOOT - out.len());
+        let kind = generator.kind();
+        planted += generator.file(kind, size, &mut out);
+    }
+    // Fill up with ordinary lines, then cut: no secret is cut in half.
+    let kind = generator.kind();
+    while out.len() < len {
+        generator.line(kind, &mut out);
+    }
+    out.truncate(len);
+    // A line cut short may read as an assignment of a credential
+    // (`api_key = settings.table_`): blank it.
+    let cut = out.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
+    out[cut..].fill(b' ');
+    (out, planted)
 }
 
 /// Exactly `len` bytes of code-and-prose-like text in which none of
@@ -516,7 +547,7 @@ impl Generator {
 
 #[cfg(test)]
 mod tests {
-    use super::{corpus_bytes, generate_corpus};
+    use super::{corpus_bytes, corpus_object, generate_corpus};
 
     #[test]
     fn same_seed_same_bytes() {
@@ -524,6 +555,29 @@ mod tests {
         assert_eq!(a.len(), 300_000);
         assert!(a == corpus_bytes(300_000, 7));
         assert!(a != corpus_bytes(300_000, 8));
+    }
+
+    #[test]
+    fn corpus_objects_have_their_size_and_whole_secrets() {
+        for len in [4096, 100_000] {
+            let (a, planted) = corpus_object(len, 3);
+            assert_eq!(a.len(), len);
+            assert_eq!((a.clone(), planted), corpus_object(len, 3));
+            // The last secret of a PEM block is whole: it ends the block.
+            assert_eq!(
+                count(&a, b"-----BEGIN RSA"),
+                count(&a, b"-----END RSA PRIVATE KEY-----\n")
+            );
+        }
+        let planted: usize = (0..200).map(|seed| corpus_object(4096, seed).1).sum();
+        assert!(planted > 0, "small objects hold secrets too");
+    }
+
+    fn count(haystack: &[u8], needle: &[u8]) -> usize {
+        haystack
+            .windows(needle.len())
+            .filter(|w| *w == needle)
+            .count()
     }
 
     #[test]

@@ -4,8 +4,14 @@
 //! directory for the engine's keywords, on a generated corpus; both run twice,
 //! interleaved, and the best wall time of each is kept (the machines are
 //! noisy, so the ratio is the figure to read, not the absolute times).
+//!
+//! Then the S3 rows (`s3.rs`): `trawl scan s3://…` against a plain
+//! downloader making the same requests, on a local moto server, for large
+//! and for small objects. `--only s3` runs them alone.
 
+mod affinity;
 mod rusage;
+mod s3;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -26,15 +32,41 @@ const RUNS: usize = 2;
 const POOL_BUFFERS: u64 = 64;
 const CHUNK_KIB: u64 = 256;
 
-/// Runs the benches; `quick` shortens criterion and uses a 32 MiB corpus.
-pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
+/// Which parts of the benchmarks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Parts {
+    /// Criterion, the local end-to-end rows, then the S3 rows.
+    All,
+    /// The S3 rows alone (`--only s3`).
+    S3,
+}
+
+/// Runs the benches; `quick` shortens criterion and uses smaller corpora.
+pub(crate) fn run(root: &Path, quick: bool, parts: Parts) -> Result<()> {
+    let target = target_dir(root);
+    let pipeline = match parts {
+        Parts::All => local(root, quick, &target)?,
+        // An earlier run's figure, if any, to tell whether the server is
+        // the limit.
+        Parts::S3 => criterion_ratio(
+            &target.join("criterion"),
+            "pipeline",
+            "scan_remote_null_engine",
+            "copy_baseline",
+        ),
+    };
+    s3::run(root, &target, quick, pipeline.as_ref(), parts == Parts::S3)
+}
+
+/// Criterion, then `trawl scan` against `rg` on a local corpus; returns the
+/// pipeline's criterion figure.
+fn local(root: &Path, quick: bool, target: &Path) -> Result<Option<Ratio>> {
     let mut criterion = cargo(root);
     criterion.args(["bench", "-p", "trawl-benches"]);
     if quick {
         criterion.args(["--", "--quick"]);
     }
     run_step("bench: criterion", &mut criterion)?;
-    let target = target_dir(root);
     let criterion_dir = target.join("criterion");
     let engine: Vec<(&str, Ratio)> = [
         ("source code", "builtin_rules"),
@@ -69,14 +101,7 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
         "bench: keywords",
         release_bin(root, "keywords").arg(&keywords),
     )?;
-    run_step(
-        "bench: build trawl",
-        cargo(root).args(["build", "--release", "-p", "trawl-cli"]),
-    )?;
-
-    let trawl_bin = target
-        .join("release")
-        .join(format!("trawl{}", std::env::consts::EXE_SUFFIX));
+    let trawl_bin = build_trawl(root, target)?;
     let findings = work.join("findings.jsonl");
     let mut trawl = Command::new(&trawl_bin);
     trawl
@@ -129,7 +154,18 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
             clean.findings as f64 / (clean.bytes as f64 / 1e6)
         );
     }
-    Ok(())
+    Ok(pipeline)
+}
+
+/// Builds `trawl` in release mode; returns the binary.
+fn build_trawl(root: &Path, target: &Path) -> Result<PathBuf> {
+    run_step(
+        "bench: build trawl",
+        cargo(root).args(["build", "--release", "-p", "trawl-cli"]),
+    )?;
+    Ok(target
+        .join("release")
+        .join(format!("trawl{}", std::env::consts::EXE_SUFFIX)))
 }
 
 fn target_dir(root: &Path) -> PathBuf {
@@ -188,6 +224,8 @@ struct Runner {
     cmd: Command,
     ok_codes: &'static [i32],
     stderr: PathBuf,
+    /// Where stdout goes; `None` discards it.
+    stdout: Option<PathBuf>,
 }
 
 /// One run's figures.
@@ -204,19 +242,42 @@ impl Runner {
             cmd,
             ok_codes,
             stderr,
+            stdout: None,
         }
+    }
+
+    /// Keeps the command's stdout in `path` (of the last run).
+    fn with_stdout(mut self, path: PathBuf) -> Self {
+        self.stdout = Some(path);
+        self
     }
 
     fn measure(&self, run: usize) -> Result<Measurement> {
         let line = display(&self.cmd);
         eprintln!("\nxtask [bench: {} run {run}/{RUNS}] $ {line}", self.name);
-        let stderr = File::create(&self.stderr)
-            .with_context(|| format!("creating {}", self.stderr.display()))?;
+        let create = |path: &Path| {
+            File::create(path).with_context(|| format!("creating {}", path.display()))
+        };
+        let stderr = create(&self.stderr)?;
+        let stdout = match &self.stdout {
+            Some(path) => Stdio::from(create(path)?),
+            None => Stdio::null(),
+        };
+        // A fresh `Command` each run, with what was set on the template.
         let mut cmd = Command::new(self.cmd.get_program());
         cmd.args(self.cmd.get_args())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr);
+        for (key, value) in self.cmd.get_envs() {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        if let Some(dir) = self.cmd.get_current_dir() {
+            cmd.current_dir(dir);
+        }
         let start = Instant::now();
         let child = cmd
             .spawn()

@@ -12,8 +12,10 @@
 //! - `cargo xtask rules-doc`: regenerates `docs/rules.md` from the built-in
 //!   rules (`ci` fails, through trawl-engine's `rules_doc` test, when it is
 //!   out of date);
-//! - `cargo xtask bench [--quick]`: the criterion benches, then the end-to-end
-//!   figures (`trawl scan` against `rg` on a generated corpus).
+//! - `cargo xtask bench [--quick] [--only s3]`: the criterion benches, then
+//!   the end-to-end figures (`trawl scan` against `rg` on a generated
+//!   corpus), then `trawl scan s3://…` against a plain downloader on a local
+//!   moto server (started, then stopped).
 //!
 //! `test`, `integration` and `ci` start the services first (`services.rs`):
 //! the machine's PostgreSQL on 127.0.0.1:5432 (started if installed but not
@@ -50,8 +52,12 @@ commands:
   integration     only the tests that need the services (trawl-backend-objstore, trawl-jobs)
   ci              lint, the layering check, then test
   rules-doc       regenerate docs/rules.md from the built-in rules
-  bench [--quick] criterion benches, then trawl scan against rg on a generated corpus
-                  (--quick: short criterion runs and a 32 MiB corpus instead of 256 MiB)
+  bench [--quick] [--only s3]
+                  criterion benches, then trawl scan against rg on a generated corpus, then
+                  trawl scan s3://… against a plain downloader on moto (large, small objects)
+                  (--quick: short criterion runs, a 32 MiB corpus instead of 256 MiB, and
+                  4 × 128 MiB and 2,000 × 4 KiB objects instead of 8 × 128 MiB and 20,000 × 4 KiB;
+                  --only s3: the S3 rows alone)
   help            this text
 
 test, integration and ci start the services the tests need and stop them afterwards:
@@ -103,14 +109,8 @@ fn run(args: Vec<String>) -> Result<()> {
             rules_doc::run(&root)
         }
         "bench" => {
-            let quick = match rest.as_slice() {
-                [] => false,
-                ["--quick"] => true,
-                _ => bail!(
-                    "bench: unexpected arguments {rest:?}; usage: cargo xtask bench [--quick]"
-                ),
-            };
-            bench::run(&root, quick)
+            let (quick, parts) = bench_options(&rest)?;
+            bench::run(&root, quick, parts)
         }
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
@@ -121,6 +121,26 @@ fn run(args: Vec<String>) -> Result<()> {
             bail!("unknown command `{other}`")
         }
     }
+}
+
+/// `[--quick] [--only s3]`, in any order.
+fn bench_options(rest: &[&str]) -> Result<(bool, bench::Parts)> {
+    let mut quick = false;
+    let mut parts = bench::Parts::All;
+    let mut args = rest.iter();
+    while let Some(arg) = args.next() {
+        match (*arg, args.clone().next()) {
+            ("--quick", _) => quick = true,
+            ("--only", Some(&"s3")) => {
+                parts = bench::Parts::S3;
+                args.next();
+            }
+            _ => bail!(
+                "bench: unexpected arguments {rest:?}; usage: cargo xtask bench [--quick] [--only s3]"
+            ),
+        }
+    }
+    Ok((quick, parts))
 }
 
 fn no_options(command: &str, rest: &[&str]) -> Result<()> {
@@ -136,4 +156,22 @@ fn project_root() -> PathBuf {
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{bench::Parts, bench_options};
+
+    #[test]
+    fn bench_takes_quick_and_only_s3_in_any_order() {
+        assert_eq!(bench_options(&[]).unwrap(), (false, Parts::All));
+        assert_eq!(bench_options(&["--quick"]).unwrap(), (true, Parts::All));
+        assert_eq!(
+            bench_options(&["--only", "s3", "--quick"]).unwrap(),
+            (true, Parts::S3)
+        );
+        assert!(bench_options(&["--only"]).is_err());
+        assert!(bench_options(&["--only", "local"]).is_err());
+        assert!(bench_options(&["--slow"]).is_err());
+    }
 }

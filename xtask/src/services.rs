@@ -1,5 +1,6 @@
 //! The services the tests need: an S3-compatible server (moto) and
-//! PostgreSQL, for `cargo xtask test`, `ci` and `integration`.
+//! PostgreSQL, for `cargo xtask test`, `ci` and `integration`; `bench`
+//! starts moto alone ([`start_moto`]).
 //!
 //! [`start`] records each service's address in the [`TestEnv`]
 //! (`TRAWL_TEST_S3_ENDPOINT`, `DATABASE_URL`) and returns a [`Services`]
@@ -204,6 +205,15 @@ fn s3(root: &Path, env: &mut TestEnv) -> Result<Option<MotoServer>> {
         env.set(S3_VAR, endpoint);
         return Ok(None);
     }
+    let server = start_moto(root)?;
+    env.set(S3_VAR, server.endpoint());
+    Ok(Some(server))
+}
+
+/// Starts moto on a free loopback port, installing it first if needed, and
+/// returns the guard that stops it; `cargo xtask bench` uses this alone,
+/// without PostgreSQL, and always its own server (its figures are moto's).
+pub(crate) fn start_moto(root: &Path) -> Result<MotoServer> {
     let cache = cache_dir(|key| std::env::var_os(key)).with_context(|| {
         format!(
             "no cache folder for moto: set TRAWL_CACHE_DIR, XDG_CACHE_HOME or HOME, or set {S3_VAR}"
@@ -213,9 +223,7 @@ fn s3(root: &Path, env: &mut TestEnv) -> Result<Option<MotoServer>> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .filter(|dir| !dir.is_empty())
         .map_or_else(|| root.join("target"), PathBuf::from);
-    let server = MotoServer::start(&venv, &target.join("xtask"))?;
-    env.set(S3_VAR, server.endpoint());
-    Ok(Some(server))
+    MotoServer::start(&venv, &target.join("xtask"))
 }
 
 /// The cache folder outside the clone: `$TRAWL_CACHE_DIR`, else
@@ -350,7 +358,8 @@ fn lock(path: &Path) -> Result<File> {
 }
 
 /// A running `moto_server`; dropping it stops the process.
-struct MotoServer {
+#[must_use = "dropping the server stops it"]
+pub(crate) struct MotoServer {
     child: Child,
     port: u16,
 }
@@ -432,8 +441,14 @@ impl MotoServer {
         .unwrap_or(Startup::Silent)
     }
 
-    fn endpoint(&self) -> String {
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's process id (the benchmarks read its CPU time).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

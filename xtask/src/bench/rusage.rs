@@ -1,4 +1,5 @@
-//! Waiting for a child while reading its own peak resident set size.
+//! Waiting for a child while reading its own peak resident set size, and
+//! reading a running process's CPU time.
 
 use std::io;
 use std::process::{Child, ExitStatus};
@@ -50,6 +51,40 @@ pub(crate) fn wait(mut child: Child) -> io::Result<(ExitStatus, Option<u64>)> {
     Ok((child.wait()?, None))
 }
 
+/// The CPU time (user and system, all its threads, exited ones included)
+/// process `pid` has used so far, from `/proc/PID/stat`; `None` off Linux
+/// or when it cannot be read.
+#[cfg(target_os = "linux")]
+#[allow(
+    unsafe_code,
+    reason = "sysconf is the only way to learn the clock tick of /proc's times"
+)]
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // SAFETY: sysconf reads no memory of ours and has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    cpu_ticks(&stat).map(|t| t as f64 / ticks.max(1) as f64)
+}
+
+/// Reading CPU time is not supported on this platform.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn cpu_seconds(_pid: u32) -> Option<f64> {
+    None
+}
+
+/// `utime + stime` of a `/proc/PID/stat` line, in clock ticks: fields 14 and
+/// 15, counted after the command name, which is in parentheses and may hold
+/// spaces and parentheses itself.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code, reason = "Linux only"))]
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // `rest` starts at field 3 (the state).
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use std::process::Command;
@@ -63,5 +98,19 @@ mod tests {
         let (status, rss) = super::wait(child).expect("wait4 succeeds");
         assert_eq!(status.code(), Some(3));
         assert!(rss.is_some_and(|bytes| bytes > 0), "{rss:?}");
+    }
+
+    #[test]
+    fn reads_cpu_ticks_past_an_odd_command_name() {
+        let stat = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 9 0 0";
+        assert_eq!(super::cpu_ticks(stat), Some(10));
+        assert_eq!(super::cpu_ticks("42 (x) S 1"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn reads_our_own_cpu_time() {
+        let spent = super::cpu_seconds(std::process::id());
+        assert!(spent.is_some_and(|s| s >= 0.0), "{spent:?}");
     }
 }
