@@ -1,0 +1,240 @@
+//! Claiming jobs and recording how their attempts ended: the two
+//! statements every worker runs, in batches.
+//!
+//! Both take `now: Option<DateTime<Utc>>`, used in SQL as
+//! `COALESCE($n, now())`, so that tests can pin the clock.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, Row};
+
+use crate::error::Result;
+use crate::job::Priority;
+
+/// A job leased to a worker by [`claim`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ClaimedJob {
+    /// The job's id.
+    pub id: i64,
+    /// Which worker runs it.
+    pub kind: String,
+    /// The queue it came from.
+    pub queue: String,
+    /// Its priority.
+    pub priority: Priority,
+    /// Its input.
+    pub payload: serde_json::Value,
+    /// When it was due.
+    pub run_at: DateTime<Utc>,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// Attempts in all.
+    pub max_attempts: u32,
+    /// How long this attempt may run (the job's, or the worker's default).
+    pub timeout: Duration,
+    /// When the lease ends unless renewed.
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+/// How an attempt ended, as recorded by [`complete`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The job succeeded.
+    Succeeded,
+    /// The worker chose not to run it; the job ends succeeded with the
+    /// reason on its attempt.
+    Skipped(String),
+    /// The attempt failed; the job runs again after `delay`.
+    Retry {
+        /// The wait before the next attempt.
+        delay: Duration,
+        /// What went wrong.
+        error: String,
+    },
+    /// The job failed for good: a dead letter.
+    Dead(String),
+    /// The job stopped because it was cancelled.
+    Cancelled,
+}
+
+impl Outcome {
+    fn parts(&self) -> (&'static str, Option<&str>, i64) {
+        match self {
+            Outcome::Succeeded => ("succeeded", None, 0),
+            Outcome::Skipped(reason) => ("skipped", Some(reason), 0),
+            Outcome::Retry { delay, error } => (
+                "retry",
+                Some(error),
+                i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+            ),
+            Outcome::Dead(error) => ("dead", Some(error), 0),
+            Outcome::Cancelled => ("cancelled", None, 0),
+        }
+    }
+}
+
+/// One attempt's end, for [`complete`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The job.
+    pub id: i64,
+    /// The attempt that ended (a stale completion, of an attempt whose lease
+    /// was lost meanwhile, is ignored).
+    pub attempt: u32,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// Leases up to `max` ready jobs of `queue` to `worker_id` for `lease`, by
+/// priority, then `run_at`, then id, skipping rows other workers hold.
+/// `default_timeout` is the attempt's limit for jobs that set none.
+pub async fn claim(
+    conn: &mut PgConnection,
+    worker_id: &str,
+    queue: &str,
+    max: u32,
+    lease: Duration,
+    default_timeout: Duration,
+    now: Option<DateTime<Utc>>,
+) -> Result<Vec<ClaimedJob>> {
+    let rows = sqlx::query(
+        "WITH next AS (
+            SELECT id FROM trawl_jobs.jobs
+            WHERE state = 'pending' AND queue = $1 AND run_at <= COALESCE($5, now())
+            ORDER BY priority DESC, run_at, id
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE trawl_jobs.jobs j SET
+            state = 'running',
+            attempt = j.attempt + 1,
+            lease_owner = $3,
+            lease_expires_at = COALESCE($5, now()) + $4 * interval '1 millisecond',
+            attempted_at = COALESCE($5, now()),
+            deadline_at = COALESCE($5, now())
+                + COALESCE(j.timeout_ms, $6) * interval '1 millisecond'
+        FROM next WHERE j.id = next.id
+        RETURNING j.id, j.kind, j.queue, j.priority, j.payload, j.run_at, j.attempt,
+            j.max_attempts,
+            COALESCE(j.timeout_ms, $6) AS timeout_ms, j.lease_expires_at",
+    )
+    .bind(queue)
+    .bind(i64::from(max))
+    .bind(worker_id)
+    .bind(millis(lease))
+    .bind(now)
+    .bind(millis(default_timeout))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut jobs = rows
+        .iter()
+        .map(|row| {
+            Ok(ClaimedJob {
+                id: row.try_get("id")?,
+                kind: row.try_get("kind")?,
+                queue: row.try_get("queue")?,
+                priority: Priority(row.try_get("priority")?),
+                payload: row.try_get("payload")?,
+                run_at: row.try_get("run_at")?,
+                attempt: row.try_get::<i32, _>("attempt")?.max(0) as u32,
+                max_attempts: row.try_get::<i32, _>("max_attempts")?.max(1) as u32,
+                timeout: Duration::from_millis(row.try_get::<i64, _>("timeout_ms")?.max(0) as u64),
+                lease_expires_at: row.try_get("lease_expires_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // UPDATE … RETURNING keeps no order: hand them out in claim order.
+    jobs.sort_by(|a, b| (b.priority, a.run_at, a.id).cmp(&(a.priority, b.run_at, b.id)));
+    Ok(jobs)
+}
+
+/// Records how attempts of `worker_id` ended, all in one statement: finished
+/// jobs move to `jobs_finished`, retried ones go back to `pending` after
+/// their delay, and each attempt leaves a row in `job_attempts`. A
+/// completion whose job is no longer leased to `worker_id` at that attempt
+/// (its lease expired and another worker took it) changes nothing.
+/// Returns the ids whose completion was applied.
+pub async fn complete(
+    conn: &mut PgConnection,
+    worker_id: &str,
+    completions: &[Completion],
+    now: Option<DateTime<Utc>>,
+) -> Result<Vec<i64>> {
+    if completions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = completions.len();
+    let (mut ids, mut attempts, mut outcomes, mut errors, mut delays) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for completion in completions {
+        let (outcome, error, delay) = completion.outcome.parts();
+        ids.push(completion.id);
+        attempts.push(i32::try_from(completion.attempt).unwrap_or(i32::MAX));
+        outcomes.push(outcome);
+        errors.push(error);
+        delays.push(delay);
+    }
+    let applied: Vec<i64> = sqlx::query_scalar(
+        "WITH c AS (
+            SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bigint[])
+                AS c(id, attempt, outcome, error, delay_ms)
+        ), ours AS (
+            SELECT j.id, j.attempt, j.attempted_at, c.outcome, c.error, c.delay_ms
+            FROM trawl_jobs.jobs j JOIN c ON j.id = c.id AND j.attempt = c.attempt
+            WHERE j.state = 'running' AND j.lease_owner = $6
+            FOR UPDATE OF j
+        ), retried AS (
+            UPDATE trawl_jobs.jobs j SET
+                state = 'pending',
+                run_at = COALESCE($7, now()) + ours.delay_ms * interval '1 millisecond',
+                lease_owner = NULL, lease_expires_at = NULL, deadline_at = NULL,
+                last_error = ours.error
+            FROM ours WHERE j.id = ours.id AND ours.outcome = 'retry'
+        ), gone AS (
+            DELETE FROM trawl_jobs.jobs j USING ours
+            WHERE j.id = ours.id AND ours.outcome <> 'retry'
+            RETURNING j.*, ours.outcome AS how, ours.error AS why
+        ), finished AS (
+            INSERT INTO trawl_jobs.jobs_finished (id, partition, kind, queue, state, priority,
+                payload, tags, run_at, attempt, max_attempts, timeout_ms, attempted_at,
+                cancel_requested, last_error, created_at, finished_at, unique_key,
+                concurrency_key, pending_parents, suspended_until, signal_key, on_timeout)
+            SELECT id, partition, kind, queue,
+                (CASE how WHEN 'dead' THEN 'dead' WHEN 'cancelled' THEN 'cancelled'
+                    ELSE 'succeeded' END)::trawl_jobs.job_state,
+                priority, payload, tags, run_at, attempt, max_attempts, timeout_ms,
+                attempted_at, cancel_requested,
+                CASE WHEN how = 'dead' THEN why ELSE last_error END,
+                created_at, COALESCE($7, now()), unique_key, concurrency_key,
+                pending_parents, suspended_until, signal_key, on_timeout
+            FROM gone
+        ), history AS (
+            INSERT INTO trawl_jobs.job_attempts (job_id, attempt, worker_id, started_at,
+                finished_at, outcome, error)
+            SELECT id, attempt, $6, attempted_at, COALESCE($7, now()), outcome, error
+            FROM ours
+        )
+        SELECT id FROM ours",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&outcomes)
+    .bind(&errors)
+    .bind(&delays)
+    .bind(worker_id)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(applied)
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}

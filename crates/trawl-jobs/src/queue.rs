@@ -1,0 +1,405 @@
+//! [`JobQueue`]: the schema, enqueueing, and the operations on jobs.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+// Dynamic SQL here is built from constant column lists only, never from
+// input: every value is a bound parameter.
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+
+use crate::error::{Error, Result};
+use crate::job::{JOB_COLUMNS, JobRow, JobState, NewJob, Priority};
+
+/// The channel on which an enqueue wakes idle workers; the payload is the
+/// queue's name.
+pub const NOTIFY_CHANNEL: &str = "trawl_jobs_enqueued";
+
+/// Rows per `INSERT … SELECT FROM unnest(…)` statement of `enqueue_many`.
+const ENQUEUE_BATCH: usize = 10_000;
+
+/// The schema's migrations, embedded in the crate.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A Postgres-backed job queue.
+///
+/// Cheap to clone (it holds a connection pool). See the crate
+/// documentation for a complete example.
+#[derive(Debug, Clone)]
+pub struct JobQueue {
+    pool: PgPool,
+}
+
+/// Which jobs [`JobQueue::list_jobs`] returns: every field that is set must
+/// match. Results come by id, `limit` at a time; pass the returned
+/// `next_cursor` back as `cursor` for the next page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs of this kind.
+    pub kind: Option<String>,
+    /// Only jobs in this queue.
+    pub queue: Option<String>,
+    /// Only jobs of this priority.
+    pub priority: Option<Priority>,
+    /// At most this many jobs (default 100, at most 10,000).
+    pub limit: Option<u32>,
+    /// Only jobs with an id above this (the previous page's `next_cursor`).
+    pub cursor: Option<i64>,
+}
+
+/// A page of [`JobQueue::list_jobs`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobPage {
+    /// The jobs, by id.
+    pub jobs: Vec<JobRow>,
+    /// The cursor of the next page, `None` on the last one.
+    pub next_cursor: Option<i64>,
+}
+
+/// What [`JobQueue::cancel`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job had not started: it is cancelled.
+    Cancelled,
+    /// The job is running: its worker is told at its next heartbeat and
+    /// the job ends cancelled unless it finishes first.
+    Requested,
+    /// The job had already finished; nothing changed.
+    AlreadyFinished,
+    /// No job has this id.
+    NotFound,
+}
+
+/// Counts of one queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueStatistics {
+    /// The queue.
+    pub queue: String,
+    /// Jobs per state (finished jobs not yet pruned included).
+    pub by_state: Vec<(JobState, u64)>,
+    /// How long the oldest ready pending job has waited past its `run_at`.
+    pub oldest_pending_age: Option<Duration>,
+}
+
+impl JobQueue {
+    /// A queue on `pool`. Call [`migrate`](Self::migrate) once before use.
+    pub fn new(pool: PgPool) -> JobQueue {
+        JobQueue { pool }
+    }
+
+    /// The pool the queue uses.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Creates or upgrades the `trawl_jobs` schema. Safe to call from many
+    /// processes at once (sqlx takes an advisory lock); the migration
+    /// table is `trawl_jobs._sqlx_migrations`, apart from the host
+    /// application's own.
+    pub async fn migrate(&self) -> Result<()> {
+        let mut migrator = sqlx::migrate::Migrator {
+            migrations: MIGRATOR.migrations.clone(),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        migrator.dangerous_set_table_name("trawl_jobs._sqlx_migrations");
+        migrator.create_schema("trawl_jobs");
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Enqueues one job; returns its id.
+    pub async fn enqueue(&self, job: NewJob) -> Result<i64> {
+        let mut conn = self.pool.acquire().await?;
+        Self::enqueue_in(&mut conn, job).await
+    }
+
+    /// Enqueues one job on `conn`, for instance inside the caller's
+    /// transaction: the job exists (and wakes a worker) only if that
+    /// transaction commits.
+    pub async fn enqueue_in(conn: &mut PgConnection, job: NewJob) -> Result<i64> {
+        let ids = Self::enqueue_many_in(conn, vec![job]).await?;
+        Ok(ids[0])
+    }
+
+    /// Enqueues many jobs in few round trips (one statement per 10,000
+    /// jobs); returns their ids in order.
+    pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let ids = Self::enqueue_many_in(&mut tx, jobs).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// [`enqueue_many`](Self::enqueue_many) on `conn` (the caller's
+    /// transaction).
+    pub async fn enqueue_many_in(conn: &mut PgConnection, jobs: Vec<NewJob>) -> Result<Vec<i64>> {
+        for job in &jobs {
+            job.validate()?;
+        }
+        let mut ids = Vec::with_capacity(jobs.len());
+        for batch in jobs.chunks(ENQUEUE_BATCH) {
+            ids.extend(insert_batch(conn, batch).await?);
+        }
+        let mut queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        sqlx::query("SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q")
+            .bind(NOTIFY_CHANNEL)
+            .bind(&queues)
+            .execute(&mut *conn)
+            .await?;
+        Ok(ids)
+    }
+
+    /// The job with `id`, finished or not.
+    pub async fn get(&self, id: i64) -> Result<Option<JobRow>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM trawl_jobs.jobs WHERE id = $1 \
+             UNION ALL SELECT {JOB_COLUMNS} FROM trawl_jobs.jobs_finished WHERE id = $1"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(JobRow::from_row).transpose()
+    }
+
+    /// Jobs matching `filter`, a page at a time (keyset pagination by id).
+    pub async fn list_jobs(&self, filter: &JobFilter) -> Result<JobPage> {
+        let limit = i64::from(filter.limit.unwrap_or(100).clamp(1, 10_000));
+        let condition = "($1::text IS NULL OR state::text = $1) \
+             AND ($2::text IS NULL OR kind = $2) \
+             AND ($3::text IS NULL OR queue = $3) \
+             AND ($4::smallint IS NULL OR priority = $4) \
+             AND id > $5";
+        let sql = format!(
+            "(SELECT {JOB_COLUMNS} FROM trawl_jobs.jobs WHERE {condition} ORDER BY id LIMIT $6) \
+             UNION ALL \
+             (SELECT {JOB_COLUMNS} FROM trawl_jobs.jobs_finished WHERE {condition} ORDER BY id LIMIT $6) \
+             ORDER BY id LIMIT $6"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(filter.state.map(JobState::as_str))
+            .bind(filter.kind.as_deref())
+            .bind(filter.queue.as_deref())
+            .bind(filter.priority.map(|p| p.0))
+            .bind(filter.cursor.unwrap_or(i64::MIN))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let jobs = rows
+            .iter()
+            .map(JobRow::from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let next_cursor = (jobs.len() as i64 == limit)
+            .then(|| jobs.last().map(|j| j.id))
+            .flatten();
+        Ok(JobPage { jobs, next_cursor })
+    }
+
+    /// Cancels a job that has not finished. A running job is asked to stop
+    /// (its worker sees it at its next heartbeat).
+    pub async fn cancel(&self, id: i64) -> Result<CancelOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state::text FROM trawl_jobs.jobs WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let outcome = match state.as_deref().map(str::parse::<JobState>).transpose()? {
+            Some(JobState::Running) => {
+                sqlx::query("UPDATE trawl_jobs.jobs SET cancel_requested = true WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                CancelOutcome::Requested
+            }
+            Some(_) => {
+                finish_jobs(&mut tx, &[id], JobState::Cancelled, Some("cancelled")).await?;
+                CancelOutcome::Cancelled
+            }
+            None => {
+                let finished: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM trawl_jobs.jobs_finished WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if finished.is_some() {
+                    CancelOutcome::AlreadyFinished
+                } else {
+                    CancelOutcome::NotFound
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Puts a dead or cancelled job back in its queue, with its attempts
+    /// counted from zero again. Returns whether it did.
+    pub async fn retry(&self, id: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "WITH gone AS (
+                DELETE FROM trawl_jobs.jobs_finished
+                WHERE id = $1 AND state IN ('dead', 'cancelled')
+                RETURNING *
+            )
+            INSERT INTO trawl_jobs.jobs (id, kind, queue, state, priority, payload, tags,
+                run_at, attempt, max_attempts, timeout_ms, last_error, created_at,
+                unique_key, concurrency_key)
+            SELECT id, kind, queue, 'pending', priority, payload, tags,
+                now(), 0, max_attempts, timeout_ms, last_error, created_at,
+                unique_key, concurrency_key
+            FROM gone
+            RETURNING queue",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = &moved {
+            let queue: String = row.try_get("queue")?;
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(queue)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(moved.is_some())
+    }
+
+    /// Counts per queue and state, with the age of the oldest ready job.
+    pub async fn statistics(&self) -> Result<Vec<QueueStatistics>> {
+        let rows = sqlx::query(
+            "SELECT queue, state::text AS state, count(*) AS n,
+                max(CASE WHEN state = 'pending' AND run_at <= now()
+                    THEN extract(epoch FROM now() - run_at) END)::float8 AS oldest
+             FROM trawl_jobs.jobs GROUP BY queue, state
+             UNION ALL
+             SELECT queue, state::text, count(*), NULL::float8
+             FROM trawl_jobs.jobs_finished GROUP BY queue, state
+             ORDER BY 1, 2",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut stats: Vec<QueueStatistics> = Vec::new();
+        for row in &rows {
+            let queue: String = row.try_get("queue")?;
+            let state: JobState = row.try_get::<String, _>("state")?.parse()?;
+            let n: i64 = row.try_get("n")?;
+            let oldest: Option<f64> = row.try_get("oldest")?;
+            if stats.last().is_none_or(|s| s.queue != queue) {
+                stats.push(QueueStatistics {
+                    queue: queue.clone(),
+                    by_state: Vec::new(),
+                    oldest_pending_age: None,
+                });
+            }
+            let entry = stats.last_mut().expect("pushed above");
+            entry.by_state.push((state, n as u64));
+            if let Some(secs) = oldest {
+                entry.oldest_pending_age = Some(Duration::from_secs_f64(secs.max(0.0)));
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Deletes finished jobs (and their attempts) that finished more than
+    /// `older_than` ago; returns how many jobs.
+    pub async fn prune(&self, older_than: Duration) -> Result<u64> {
+        let older_than = chrono::Duration::from_std(older_than)
+            .map_err(|_| Error::invalid("older_than", "too large"))?;
+        let cutoff: DateTime<Utc> = Utc::now() - older_than;
+        let pruned: i64 = sqlx::query_scalar(
+            "WITH gone AS (
+                DELETE FROM trawl_jobs.jobs_finished WHERE finished_at < $1 RETURNING id
+            ), attempts AS (
+                DELETE FROM trawl_jobs.job_attempts a USING gone WHERE a.job_id = gone.id
+            )
+            SELECT count(*) FROM gone",
+        )
+        .bind(cutoff)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(pruned as u64)
+    }
+}
+
+async fn insert_batch(conn: &mut PgConnection, batch: &[NewJob]) -> Result<Vec<i64>> {
+    let n = batch.len();
+    let mut kinds = Vec::with_capacity(n);
+    let mut queues = Vec::with_capacity(n);
+    let mut priorities = Vec::with_capacity(n);
+    let mut payloads = Vec::with_capacity(n);
+    let mut tags = Vec::with_capacity(n);
+    let mut run_ats = Vec::with_capacity(n);
+    let mut attempts = Vec::with_capacity(n);
+    let mut timeouts = Vec::with_capacity(n);
+    for job in batch {
+        kinds.push(job.kind.as_str());
+        queues.push(job.queue.as_str());
+        priorities.push(job.priority.0);
+        payloads.push(&job.payload);
+        tags.push(serde_json::Value::from(job.tags.clone()));
+        run_ats.push(job.run_at);
+        attempts.push(job.max_attempts as i32);
+        timeouts.push(job.timeout_ms());
+    }
+    let rows: Vec<PgRow> = sqlx::query(
+        "INSERT INTO trawl_jobs.jobs (kind, queue, state, priority, payload, tags, run_at,
+            max_attempts, timeout_ms)
+         SELECT k, q, 'pending', p, pl,
+            ARRAY(SELECT jsonb_array_elements_text(t)), coalesce(r, now()), a, tm
+         FROM unnest($1::text[], $2::text[], $3::smallint[], $4::jsonb[], $5::jsonb[],
+            $6::timestamptz[], $7::int[], $8::bigint[])
+            WITH ORDINALITY AS u(k, q, p, pl, t, r, a, tm, ord)
+         ORDER BY ord
+         RETURNING id",
+    )
+    .bind(&kinds)
+    .bind(&queues)
+    .bind(&priorities)
+    .bind(&payloads)
+    .bind(&tags)
+    .bind(&run_ats)
+    .bind(&attempts)
+    .bind(&timeouts)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|row| row.try_get::<i64, _>("id").map_err(Error::from))
+        .collect()
+}
+
+/// Moves jobs from the hot table to `jobs_finished` in `state`, with
+/// `error` as their last error when given.
+pub(crate) async fn finish_jobs(
+    conn: &mut PgConnection,
+    ids: &[i64],
+    state: JobState,
+    error: Option<&str>,
+) -> Result<u64> {
+    let moved = sqlx::query(
+        "WITH gone AS (
+            DELETE FROM trawl_jobs.jobs WHERE id = ANY($1) RETURNING *
+        )
+        INSERT INTO trawl_jobs.jobs_finished (id, partition, kind, queue, state, priority,
+            payload, tags, run_at, attempt, max_attempts, timeout_ms, attempted_at,
+            cancel_requested, last_error, created_at, finished_at, unique_key,
+            concurrency_key, pending_parents, suspended_until, signal_key, on_timeout)
+        SELECT id, partition, kind, queue, $2::trawl_jobs.job_state, priority,
+            payload, tags, run_at, attempt, max_attempts, timeout_ms, attempted_at,
+            cancel_requested, coalesce($3, last_error), created_at, now(), unique_key,
+            concurrency_key, pending_parents, suspended_until, signal_key, on_timeout
+        FROM gone",
+    )
+    .bind(ids)
+    .bind(state.as_str())
+    .bind(error)
+    .execute(&mut *conn)
+    .await?;
+    Ok(moved.rows_affected())
+}
