@@ -497,7 +497,7 @@ impl Generator {
                     secret.clear();
                     secret.extend_from_slice(b"AKIA");
                     self.rng.chars(AWS_ALPHABET, 16, &mut secret);
-                    if shannon_entropy(&secret) >= 3.0 {
+                    if trawl_engine::shannon_entropy(&secret) >= 3.0 {
                         break;
                     }
                 }
@@ -552,23 +552,6 @@ impl Generator {
         self.rng.chars(BASE64, 24, out);
         out.extend_from_slice(b"==\n-----END RSA PRIVATE KEY-----\n");
     }
-}
-
-/// Shannon entropy in bits per byte, as the engine computes it.
-fn shannon_entropy(bytes: &[u8]) -> f64 {
-    let mut counts = [0u32; 256];
-    for &b in bytes {
-        counts[usize::from(b)] += 1;
-    }
-    let len = bytes.len() as f64;
-    counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
-            let p = f64::from(c) / len;
-            -p * p.log2()
-        })
-        .sum()
 }
 
 #[cfg(test)]

@@ -115,6 +115,23 @@ impl HttpService for StatusService {
     }
 }
 
+/// A request without a body; a URL that cannot be parsed is a
+/// [`Error::Malformed`] of `op`.
+pub(crate) fn request(
+    method: http::Method,
+    url: &str,
+    headers: &[(http::HeaderName, &str)],
+    op: Op<'_>,
+) -> Result<HttpRequest> {
+    let mut builder = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(name, *value);
+    }
+    builder
+        .body(object_store::client::HttpRequestBody::empty())
+        .map_err(|e| op.malformed(format!("not a valid request URL: {e}")))
+}
+
 /// Sends `request`; a transport failure becomes [`Error::Transport`].
 pub(crate) async fn execute(
     client: &HttpClient,

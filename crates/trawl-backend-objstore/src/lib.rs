@@ -376,14 +376,7 @@ impl ObjectStoreBackend {
                     });
                     continue;
                 }
-                out.push(RemoteObject {
-                    handle: ObjectHandle {
-                        key: listed.key,
-                        etag: listed.etag,
-                    },
-                    size: listed.size,
-                    display,
-                });
+                out.push(listed_object(display, listed.key, listed.etag, listed.size));
             }
         }
         Ok(out)
@@ -405,13 +398,9 @@ impl ObjectStoreBackend {
             let listing = self.call(client.list(prefix, after.as_deref(), max))?;
             cursor.done = listing.done || listing.last_seen.is_none();
             cursor.after = listing.last_seen.map(String::into_bytes);
-            out.extend(listing.objects.into_iter().map(|object| RemoteObject {
-                display: client.display(object.key.as_bytes()),
-                handle: ObjectHandle {
-                    key: object.key.into_bytes(),
-                    etag: object.etag,
-                },
-                size: object.size,
+            out.extend(listing.objects.into_iter().map(|object| {
+                let display = client.display(object.key.as_bytes());
+                listed_object(display, object.key.into_bytes(), object.etag, object.size)
             }));
         }
         Ok(out)
@@ -448,14 +437,12 @@ impl ObjectStoreBackend {
         for (url, head) in page.iter().zip(heads) {
             let display = redact_url(url).into_bytes();
             match head {
-                Ok(head) => out.push(RemoteObject {
-                    handle: ObjectHandle {
-                        key: url.clone().into_bytes(),
-                        etag: head.etag,
-                    },
-                    size: head.size,
+                Ok(head) => out.push(listed_object(
                     display,
-                }),
+                    url.clone().into_bytes(),
+                    head.etag,
+                    head.size,
+                )),
                 Err(err) => cursor.skipped.push(SkippedObject {
                     display,
                     reason: SkipReason::Unreadable(err.to_string()),
@@ -517,6 +504,19 @@ impl RemoteBackend for ObjectStoreBackend {
 
     fn take_skipped(&self, cursor: &mut Cursor) -> Vec<SkippedObject> {
         std::mem::take(&mut cursor.skipped)
+    }
+}
+
+fn listed_object(
+    display: Vec<u8>,
+    key: Vec<u8>,
+    etag: Option<String>,
+    size: u64,
+) -> RemoteObject<ObjectHandle> {
+    RemoteObject {
+        handle: ObjectHandle { key, etag },
+        size,
+        display,
     }
 }
 

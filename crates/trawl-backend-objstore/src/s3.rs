@@ -21,7 +21,7 @@ use object_store::client::{
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::http::{Op, execute, is_success, read_body_into, read_text, status_error};
+use crate::http::{Op, execute, is_success, read_body_into, read_text, request, status_error};
 
 /// Storage classes whose objects cannot be read without a restore.
 const ARCHIVE_CLASSES: &[&str] = &["GLACIER", "DEEP_ARCHIVE"];
@@ -139,7 +139,7 @@ impl S3Client {
             header::HeaderName::from_static("x-amz-optional-object-attributes"),
             "RestoreStatus",
         );
-        let request = self.request(Method::GET, &url, &[restore_status])?;
+        let request = request(Method::GET, &url, &[restore_status], op)?;
         let response = execute(&self.http, self.sign(request).await?, op).await?;
         if !response.status().is_success() {
             return Err(status_error(response, op).await);
@@ -168,7 +168,7 @@ impl S3Client {
         if let Some(etag) = etag {
             headers.push((header::IF_MATCH, etag));
         }
-        let request = self.request(Method::GET, &url, &headers)?;
+        let request = request(Method::GET, &url, &headers, op)?;
         let response = execute(&self.http, self.sign(request).await?, op).await?;
         let status = response.status().as_u16();
         if !is_success(response.status()) {
@@ -206,7 +206,7 @@ impl S3Client {
             operation: "create bucket",
             target: &self.bucket,
         };
-        let request = self.request(Method::PUT, &self.bucket_url, &[])?;
+        let request = request(Method::PUT, &self.bucket_url, &[], op)?;
         let response = execute(&self.http, self.sign(request).await?, op).await?;
         if response.status().is_success() || response.status().as_u16() == 409 {
             return Ok(());
@@ -236,28 +236,13 @@ impl S3Client {
                     .map_err(|e| config_error(&format!("bad header name {name}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut request = self.request(Method::PUT, &url, &headers)?;
+        let mut request = request(Method::PUT, &url, &headers, op)?;
         *request.body_mut() = HttpRequestBody::from(body);
         let response = execute(&self.http, self.sign(request).await?, op).await?;
         if response.status().is_success() {
             return Ok(());
         }
         Err(status_error(response, op).await)
-    }
-
-    fn request(
-        &self,
-        method: Method,
-        url: &str,
-        headers: &[(header::HeaderName, &str)],
-    ) -> Result<HttpRequest> {
-        let mut builder = http::Request::builder().method(method).uri(url);
-        for (name, value) in headers {
-            builder = builder.header(name, *value);
-        }
-        builder
-            .body(HttpRequestBody::empty())
-            .map_err(|e| config_error(&format!("cannot build a request: {e}")))
     }
 
     async fn sign(&self, mut request: HttpRequest) -> Result<HttpRequest> {

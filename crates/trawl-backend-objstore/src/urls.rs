@@ -9,10 +9,10 @@
 use std::ops::Range;
 
 use http::{HeaderMap, Method, StatusCode, header};
-use object_store::client::{HttpClient, HttpRequest, HttpRequestBody};
+use object_store::client::HttpClient;
 
 use crate::error::{Error, Result};
-use crate::http::{Op, execute, is_success, read_body_into, status_error};
+use crate::http::{Op, execute, is_success, read_body_into, request, status_error};
 use crate::location::redact_url;
 
 /// What a `HEAD` said of a URL.
@@ -61,21 +61,6 @@ pub(crate) async fn head(client: &HttpClient, url: &str) -> Result<UrlObject> {
         size,
         etag: strong_etag(headers),
     })
-}
-
-fn request(
-    method: Method,
-    url: &str,
-    headers: &[(header::HeaderName, &str)],
-    op: Op<'_>,
-) -> Result<HttpRequest> {
-    let mut builder = http::Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        builder = builder.header(name, *value);
-    }
-    builder
-        .body(HttpRequestBody::empty())
-        .map_err(|e| op.malformed(format!("not a valid request URL: {e}")))
 }
 
 fn header_u64(headers: &HeaderMap, name: header::HeaderName) -> Option<u64> {
