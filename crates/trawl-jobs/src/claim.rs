@@ -57,9 +57,46 @@ pub enum Outcome {
     Dead(String),
     /// The job stopped because it was cancelled.
     Cancelled,
+    /// The worker gave the job back unfinished (it is shutting down): the
+    /// job is pending again at once, and the attempt does not use up one of
+    /// its tries (`max_attempts` grows by one, so the attempt numbers in
+    /// `job_attempts` stay unique). The text says why.
+    Released(String),
+    /// The job waits for a signal until `until` (the attempt is recorded
+    /// as `suspended`); what happens at `until` without a signal is
+    /// `on_timeout`.
+    Suspend {
+        /// The deadline of the wait.
+        until: DateTime<Utc>,
+        /// The key a signal must name to wake the job.
+        signal: String,
+        /// What happens at the deadline.
+        on_timeout: OnTimeout,
+    },
+}
+
+/// What happens to a suspended job whose deadline passes without a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OnTimeout {
+    /// The job runs again, as if signalled.
+    Resume,
+    /// The job fails for good: a dead letter.
+    Fail,
+}
+
+impl OnTimeout {
+    /// The name stored in the `on_timeout` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnTimeout::Resume => "resume",
+            OnTimeout::Fail => "fail",
+        }
+    }
 }
 
 impl Outcome {
+    /// The outcome's name (the `outcome` column of `job_attempts`), the
+    /// error or reason kept with it, and the retry delay in milliseconds.
     fn parts(&self) -> (&'static str, Option<&str>, i64) {
         match self {
             Outcome::Succeeded => ("succeeded", None, 0),
@@ -71,7 +108,19 @@ impl Outcome {
             ),
             Outcome::Dead(error) => ("dead", Some(error), 0),
             Outcome::Cancelled => ("cancelled", None, 0),
+            Outcome::Released(why) => ("released", Some(why), 0),
+            Outcome::Suspend { .. } => ("suspended", None, 0),
         }
+    }
+}
+
+/// Postgres refuses NUL in text: an error message that carries one (from a
+/// worker echoing binary input) must not make its whole batch fail.
+fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
 }
 
@@ -152,7 +201,8 @@ pub async fn claim(
 
 /// Records how attempts of `worker_id` ended, all in one statement: finished
 /// jobs move to `jobs_finished`, retried ones go back to `pending` after
-/// their delay, and each attempt leaves a row in `job_attempts`. A
+/// their delay (released ones at once), suspended ones wait in `suspended`,
+/// and each attempt leaves a row in `job_attempts`. A
 /// completion whose job is no longer leased to `worker_id` at that attempt
 /// (its lease expired and another worker took it) changes nothing.
 /// Returns the ids whose completion was applied.
@@ -173,22 +223,55 @@ pub async fn complete(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for completion in completions {
+    let (mut untils, mut signals, mut on_timeouts) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let mut sorted: Vec<&Completion> = completions.iter().collect();
+    sorted.sort_by_key(|c| (c.id, c.attempt));
+    for completion in sorted {
         let (outcome, error, delay) = completion.outcome.parts();
         ids.push(completion.id);
         attempts.push(i32::try_from(completion.attempt).unwrap_or(i32::MAX));
         outcomes.push(outcome);
-        errors.push(error);
+        errors.push(error.map(storable));
         delays.push(delay);
+        match &completion.outcome {
+            Outcome::Suspend {
+                until,
+                signal,
+                on_timeout,
+            } => {
+                untils.push(Some(*until));
+                signals.push(Some(storable(signal)));
+                on_timeouts.push(Some(on_timeout.as_str()));
+            }
+            _ => {
+                untils.push(None);
+                signals.push(None);
+                on_timeouts.push(None);
+            }
+        }
     }
     let applied: Vec<i64> = sqlx::query_scalar(
         "WITH c AS (
-            SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bigint[])
-                AS c(id, attempt, outcome, error, delay_ms)
+            SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bigint[],
+                $8::timestamptz[], $9::text[], $10::text[])
+                AS c(id, attempt, outcome, error, delay_ms, until, signal, on_timeout)
         ), ours AS (
-            SELECT j.id, j.attempt, j.attempted_at, c.outcome, c.error, c.delay_ms
-            FROM trawl_jobs.jobs j JOIN c ON j.id = c.id AND j.attempt = c.attempt
-            WHERE j.state = 'running' AND j.lease_owner = $6
+            -- One primary-key lookup per completion (OFFSET 0 keeps the
+            -- planner from scanning all of the worker's leases through
+            -- jobs_lease_owner instead), locked in id order (the input is
+            -- sorted), as heartbeats lock them: no deadlock.
+            SELECT j.id, j.attempt, j.attempted_at, c.outcome, c.error, c.delay_ms,
+                c.until, c.signal, c.on_timeout
+            FROM c CROSS JOIN LATERAL (
+                SELECT id, attempt, attempted_at, state, lease_owner
+                FROM trawl_jobs.jobs WHERE id = c.id OFFSET 0
+            ) j
+            WHERE j.attempt = c.attempt AND j.state = 'running' AND j.lease_owner = $6
+            ORDER BY j.id
             FOR UPDATE OF j
         ), retried AS (
             UPDATE trawl_jobs.jobs j SET
@@ -197,9 +280,24 @@ pub async fn complete(
                 lease_owner = NULL, lease_expires_at = NULL, deadline_at = NULL,
                 last_error = ours.error
             FROM ours WHERE j.id = ours.id AND ours.outcome = 'retry'
+        ), released AS (
+            UPDATE trawl_jobs.jobs j SET
+                state = 'pending',
+                run_at = COALESCE($7, now()),
+                max_attempts = j.max_attempts + 1,
+                lease_owner = NULL, lease_expires_at = NULL, deadline_at = NULL
+            FROM ours WHERE j.id = ours.id AND ours.outcome = 'released'
+        ), suspended AS (
+            UPDATE trawl_jobs.jobs j SET
+                state = 'suspended',
+                suspended_until = ours.until,
+                signal_key = ours.signal,
+                on_timeout = ours.on_timeout,
+                lease_owner = NULL, lease_expires_at = NULL, deadline_at = NULL
+            FROM ours WHERE j.id = ours.id AND ours.outcome = 'suspended'
         ), gone AS (
             DELETE FROM trawl_jobs.jobs j USING ours
-            WHERE j.id = ours.id AND ours.outcome <> 'retry'
+            WHERE j.id = ours.id AND ours.outcome NOT IN ('retry', 'released', 'suspended')
             RETURNING j.*, ours.outcome AS how, ours.error AS why
         ), finished AS (
             INSERT INTO trawl_jobs.jobs_finished (id, partition, kind, queue, state, priority,
@@ -230,6 +328,9 @@ pub async fn complete(
     .bind(&delays)
     .bind(worker_id)
     .bind(now)
+    .bind(&untils)
+    .bind(&signals)
+    .bind(&on_timeouts)
     .fetch_all(&mut *conn)
     .await?;
     Ok(applied)

@@ -4,6 +4,112 @@
 //! workers under leases, retries failures with backoff and keeps the dead
 //! letters. trawl's distributed scans run on it; so can any other work.
 //!
+//! # Example
+//!
+//! Define a job, enqueue it, run a worker, shut down:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use serde::{Deserialize, Serialize};
+//! use sqlx::postgres::PgPoolOptions;
+//! use trawl_jobs::{
+//!     Job, JobContext, JobQueue, JobResult, NewJob, Priority, Worker, WorkerConfig,
+//!     WorkerManager, Workers,
+//! };
+//!
+//! /// The job: a serde payload with a kind.
+//! #[derive(Serialize, Deserialize)]
+//! struct Heal {
+//!     bucket: String,
+//!     object: String,
+//! }
+//!
+//! impl Job for Heal {
+//!     const KIND: &'static str = "heal";
+//!
+//!     fn priority(&self) -> Priority {
+//!         Priority::HIGH
+//!     }
+//! }
+//!
+//! /// Its worker.
+//! struct Healer;
+//!
+//! impl Worker<Heal> for Healer {
+//!     async fn process(&self, ctx: &JobContext, job: Heal) -> JobResult {
+//!         if job.object.is_empty() {
+//!             return JobResult::fail("no object to heal"); // a dead letter
+//!         }
+//!         // ... heal job.bucket/job.object, watching ctx.cancellation() ...
+//!         ctx.record_metric("bytes_healed", 4096.0);
+//!         JobResult::Success
+//!     }
+//! }
+//!
+//! # async fn example() -> Result<(), trawl_jobs::Error> {
+//! let pool = PgPoolOptions::new()
+//!     .max_connections(8)
+//!     .connect("postgres://postgres@127.0.0.1:5432/postgres")
+//!     .await?;
+//! let queue = JobQueue::new(pool.clone());
+//! queue.migrate().await?;
+//!
+//! // Enqueue (also possible inside your own transaction: JobQueue::enqueue_in).
+//! let job = Heal { bucket: "logs".into(), object: "2024/01/01.gz".into() };
+//! let id = queue.enqueue(NewJob::from_job(&job)?).await?;
+//!
+//! // Run workers: register one per kind, start a manager.
+//! let mut workers = Workers::new();
+//! workers.register::<Heal, _>(Healer);
+//! let config = WorkerConfig {
+//!     worker_id: "healer-1".into(),
+//!     max_concurrent_jobs: 10,
+//!     ..WorkerConfig::default()
+//! };
+//! let handle = WorkerManager::new(pool, config, workers)?.start().await?;
+//! assert!(handle.health().connected);
+//!
+//! // ... later: stop claiming, give running jobs 30 s, release the rest.
+//! let report = handle.shutdown(Duration::from_secs(30)).await;
+//! println!("job {id}: {:?}; shutdown released {}", queue.get(id).await?.map(|j| j.state), report.released);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Running jobs
+//!
+//! A [`WorkerManager`] claims jobs of its queues in batches (`FOR UPDATE
+//! SKIP LOCKED`, by priority, then `run_at`, then id), runs each on its own
+//! task under the attempt's timeout, and records the outcomes in batches,
+//! one statement and one commit per batch: one commit per job would cap a
+//! queue near 2,000 jobs/s. An idle manager sleeps until an enqueue
+//! notifies it ([`NOTIFY_CHANNEL`], LISTEN on a connection of its own) or
+//! its poll interval passes; it never polls hot.
+//!
+//! How an attempt ends is the [`JobResult`] its [`Worker`] returns:
+//! `Success`; `Retry` (pending again after its `after` or the manager's
+//! backoff, a dead letter once out of attempts, with the last error kept);
+//! `Fail` (a dead letter at once); `Skipped` (succeeded, the attempt
+//! recorded as skipped with the reason); `Suspend` (stored as `suspended`
+//! with its deadline, signal key and `on_timeout`). A panic, a timeout and
+//! a payload that does not deserialize never stop the manager: the first
+//! two are failed attempts (retried), the last a dead letter with the serde
+//! error, like a job of a kind no worker is registered for.
+//!
+//! Execution is at least once, never twice at the same time: a heartbeat
+//! renews the leases of the jobs a manager holds; a job whose lease is lost
+//! (the manager was cut off longer than its lease) is stopped at the next
+//! heartbeat, and an outcome that arrives after the lease went elsewhere is
+//! ignored. A lost connection is retried with backoff and nothing is lost:
+//! outcomes wait and are recorded on the next connection (recording is
+//! idempotent), and a claim whose answer was lost is given back at once.
+//!
+//! [`WorkerHandle::shutdown`] stops claiming, gives running jobs a grace
+//! period, then stops the rest and *releases* them: pending again at once,
+//! waking another worker, the attempt recorded as `released` and not
+//! counted against the job's tries.
+//!
 //! # States
 //!
 //! ```text
@@ -29,13 +135,43 @@
 //! table is `trawl_jobs._sqlx_migrations`, so a host application's own
 //! migrations are untouched. Every job row carries a `partition` (id mod
 //! 16) so that reconciler ticks walk small index ranges.
+//!
+//! # Reconcilers and maintenance
+//!
+//! A worker that vanishes leaves its jobs `running`. The ticks in
+//! [`reconcile`] repair that, each one statement over one partition,
+//! index-driven, bounded and safe to run from many nodes at once:
+//! [`reconcile::lease_expiry`] (leases that ran out),
+//! [`reconcile::attempt_timeout`] (attempts past their deadline) and
+//! [`reconcile::worker_registry_ttl_sweep`] (workers whose heartbeat
+//! stopped). Moving finished jobs out keeps the hot table small in live
+//! rows, but each job still leaves dead row versions that only a vacuum
+//! removes; [`maintenance::run_once`] vacuums the hot tables when they
+//! need it, for servers whose autovacuum is off or too slow for a queue.
 
 mod claim;
+mod completer;
+mod config;
 mod error;
 mod job;
+pub mod maintenance;
+mod manager;
 mod queue;
+pub mod reconcile;
+mod registry;
+mod worker;
 
-pub use claim::{ClaimedJob, Completion, Outcome, claim, complete};
+pub use claim::{ClaimedJob, Completion, OnTimeout, Outcome, claim, complete};
+pub use config::WorkerConfig;
 pub use error::{Error, Result};
 pub use job::{DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, JobRow, JobState, NewJob, Priority};
+pub use manager::{ShutdownReport, WorkerHandle, WorkerHealth, WorkerManager, WorkerStats};
 pub use queue::{CancelOutcome, JobFilter, JobPage, JobQueue, NOTIFY_CHANNEL, QueueStatistics};
+pub use worker::{
+    JobContext, JobResult, MetricSummary, StopReason, Worker, WorkerFn, Workers, worker_fn,
+};
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -237,8 +237,11 @@ impl JobQueue {
         Ok(outcome)
     }
 
-    /// Puts a dead or cancelled job back in its queue, with its attempts
-    /// counted from zero again. Returns whether it did.
+    /// Puts a dead or cancelled job back in its queue with as many
+    /// attempts again as it had in all: attempt numbers go on from the last
+    /// one and `max_attempts` grows by the job's `max_attempts`, so that
+    /// `job_attempts` keeps one row per attempt and a late completion of an
+    /// earlier attempt can never match a new one. Returns whether it did.
     pub async fn retry(&self, id: i64) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let moved = sqlx::query(
@@ -251,7 +254,7 @@ impl JobQueue {
                 run_at, attempt, max_attempts, timeout_ms, last_error, created_at,
                 unique_key, concurrency_key)
             SELECT id, kind, queue, 'pending', priority, payload, tags,
-                now(), 0, max_attempts, timeout_ms, last_error, created_at,
+                now(), attempt, attempt + max_attempts, timeout_ms, last_error, created_at,
                 unique_key, concurrency_key
             FROM gone
             RETURNING queue",

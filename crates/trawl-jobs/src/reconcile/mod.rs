@@ -1,0 +1,135 @@
+//! Reconciler ticks: the statements that repair what workers leave behind
+//! when they vanish, hang or lose their connection.
+//!
+//! Each tick is a module with a `run_once(conn, partition, now)` that runs
+//! one statement over one partition and returns how many rows it changed.
+//! A tick is:
+//!
+//! - **index-driven**: it reads one partition's range of an index
+//!   (`jobs_running_lease`, `jobs_running_deadline`, `workers_heartbeat`),
+//!   never the whole hot table (`tests/explain.rs` checks the plans at
+//!   1,000,000 jobs);
+//! - **bounded**: at most [`BATCH`] jobs per call; a call that returns
+//!   `BATCH` or more leaves work for the next one, which the caller may run
+//!   at once;
+//! - **safe to run from many nodes at once**: rows are taken with
+//!   `FOR UPDATE SKIP LOCKED` and re-checked after the lock, so two nodes
+//!   running the same tick on the same partition never apply a change
+//!   twice (the second skips, or finds the row already changed);
+//! - **clock-pinnable**: `now` is used in SQL as `COALESCE($n, now())`, so
+//!   tests pass a fixed instant instead of sleeping.
+//!
+//! A job a tick takes back from its worker gets a row in
+//! `trawl_jobs.job_attempts` (outcome `lease_expired`, `timed_out` or
+//! `worker_lost`, the error naming the worker) and then, in the same
+//! statement: back to `pending` at once (`run_at` = now, no backoff: the
+//! worker is gone, there is nothing to wait for) if it has attempts left; to
+//! `jobs_finished` as `dead` if that was its last attempt; or as
+//! `cancelled` if a cancel was requested while it ran (nobody is left to
+//! honour the request, and running it again would ignore it).
+//!
+//! Execution is at least once: a worker that is merely slow (a long stall,
+//! a network partition from the database) may still be running a job that a
+//! tick has handed to another worker. Its late completion is ignored
+//! ([`complete`](crate::complete) checks the lease owner and the attempt).
+//!
+//! The periodic loop that runs the ticks over every partition belongs to
+//! the supervisor; tests call `run_once` directly.
+
+pub mod attempt_timeout;
+pub mod lease_expiry;
+pub mod worker_registry_ttl_sweep;
+
+use crate::error::{Error, Result};
+
+/// Partitions of the jobs table: a job's partition is its id mod this.
+/// The same number is the `job_partitions` row of `trawl_jobs.settings`
+/// and the generation expression of `trawl_jobs.jobs.partition`.
+pub const JOB_PARTITIONS: i16 = 16;
+
+/// Partitions of the worker registry: a worker's partition is
+/// [`worker_partition`] of its id (the `worker_partitions` setting).
+pub const WORKER_PARTITIONS: i16 = 256;
+
+/// Partitions of the budgets (the `budget_partitions` setting), used from
+/// the next schema version on.
+pub const BUDGET_PARTITIONS: i16 = 16;
+
+/// Jobs one `run_once` changes at most; the rest wait for the next call.
+pub const BATCH: i64 = 1_000;
+
+/// The registry partition of a worker: FNV-1a (64-bit) of its id's UTF-8
+/// bytes, mod [`WORKER_PARTITIONS`].
+pub fn worker_partition(worker_id: &str) -> i16 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = worker_id.bytes().fold(OFFSET, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+    });
+    (hash % WORKER_PARTITIONS as u64) as i16
+}
+
+/// Refuses a partition outside `0..count`.
+fn check_partition(partition: i16, count: i16) -> Result<()> {
+    if (0..count).contains(&partition) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "partition",
+            format!("{partition} (must be in 0..{count})"),
+        ))
+    }
+}
+
+/// The end of every tick's statement: the CTEs before it define `lost`,
+/// the running jobs taken from their worker and locked, with the columns
+/// `id, attempt, lease_owner, attempted_at, max_attempts, cancel_requested,
+/// error`. `$2` is the pinned clock. Each lost job gets an attempt row with
+/// `$outcome`, then goes back to pending at once, or to the finished
+/// table as dead (no attempts left) or cancelled (a cancel was requested).
+/// The statement's result is the number of lost jobs, `lost_jobs`.
+macro_rules! release_lost_jobs {
+    ($outcome:literal) => {
+        concat!(
+            "history AS (
+                INSERT INTO trawl_jobs.job_attempts (job_id, attempt, worker_id, started_at,
+                    finished_at, outcome, error)
+                SELECT id, attempt, lease_owner, attempted_at, COALESCE($2, now()), '",
+            $outcome,
+            "', error
+                FROM lost
+            ), retried AS (
+                UPDATE trawl_jobs.jobs j SET
+                    state = 'pending',
+                    run_at = COALESCE($2, now()),
+                    lease_owner = NULL, lease_expires_at = NULL, deadline_at = NULL,
+                    last_error = lost.error
+                FROM lost
+                WHERE j.id = lost.id AND lost.attempt < lost.max_attempts
+                    AND NOT lost.cancel_requested
+            ), gone AS (
+                DELETE FROM trawl_jobs.jobs j USING lost
+                WHERE j.id = lost.id
+                    AND (lost.attempt >= lost.max_attempts OR lost.cancel_requested)
+                RETURNING j.*, lost.error AS why
+            ), finished AS (
+                INSERT INTO trawl_jobs.jobs_finished (id, partition, kind, queue, state,
+                    priority, payload, tags, run_at, attempt, max_attempts, timeout_ms,
+                    attempted_at, cancel_requested, last_error, created_at, finished_at,
+                    unique_key, concurrency_key, pending_parents, suspended_until, signal_key,
+                    on_timeout)
+                SELECT id, partition, kind, queue,
+                    (CASE WHEN cancel_requested THEN 'cancelled' ELSE 'dead' END)
+                        ::trawl_jobs.job_state,
+                    priority, payload, tags, run_at, attempt, max_attempts, timeout_ms,
+                    attempted_at, cancel_requested, why, created_at, COALESCE($2, now()),
+                    unique_key, concurrency_key, pending_parents, suspended_until, signal_key,
+                    on_timeout
+                FROM gone
+            ), lost_jobs AS (
+                SELECT count(*) AS n FROM lost
+            )"
+        )
+    };
+}
+pub(crate) use release_lost_jobs;
