@@ -76,6 +76,13 @@ pub struct WorkerConfig {
     /// The seed of the jitter; `None` derives one from the worker id and
     /// the clock. Set it to make the delays of a test reproducible.
     pub seed: Option<u64>,
+    /// How often the manager runs the queue's maintenance tick
+    /// ([`maintenance::run_once`](crate::maintenance::run_once): vacuum the
+    /// hot tables when their dead tuples pass its thresholds, so that the
+    /// claim rate holds where autovacuum is off or slow); `None` leaves it
+    /// to the application. Default every 5 s: a cheap statistics read when
+    /// nothing is due, and `SKIP_LOCKED` when another node vacuums.
+    pub maintenance_interval: Option<Duration>,
 }
 
 /// The default retry backoff of jobs: 1 s doubling to 1 h, 20 % jitter.
@@ -110,6 +117,7 @@ impl Default for WorkerConfig {
             retry: JOB_RETRY,
             reconnect: RECONNECT,
             seed: None,
+            maintenance_interval: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -194,7 +202,9 @@ impl WorkerConfig {
     /// queue, one for heartbeats, one for completions. (LISTEN uses a
     /// connection of its own, outside the pool.)
     pub fn connections_needed(&self) -> u32 {
-        u32::try_from(self.queues.len()).unwrap_or(u32::MAX - 2) + 2
+        u32::try_from(self.queues.len()).unwrap_or(u32::MAX - 3)
+            + 2
+            + u32::from(self.maintenance_interval.is_some())
     }
 }
 

@@ -173,6 +173,10 @@ impl WorkerManager {
         let listener = tokio::spawn(listen_loop(shared.clone(), listener));
         let completer = tokio::spawn(run_completer(shared.clone(), receiver));
         let heartbeat = tokio::spawn(heartbeat_loop(shared.clone()));
+        let maintenance = shared
+            .config
+            .maintenance_interval
+            .map(|every| tokio::spawn(maintenance_loop(shared.clone(), every)));
         tracing::info!(
             worker_id = %shared.config.worker_id,
             queues = ?shared.config.queues,
@@ -186,6 +190,7 @@ impl WorkerManager {
                 listener,
                 completer,
                 heartbeat,
+                maintenance,
             }),
         })
     }
@@ -432,6 +437,7 @@ struct Tasks {
     listener: JoinHandle<()>,
     completer: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
+    maintenance: Option<JoinHandle<()>>,
 }
 
 /// A running [`WorkerManager`]. Shut it down with
@@ -559,6 +565,9 @@ impl WorkerHandle {
         }
         shared.stop_heartbeat.cancel();
         let _ = tasks.heartbeat.await;
+        if let Some(maintenance) = tasks.maintenance {
+            let _ = maintenance.await;
+        }
         let deregistered = tokio::time::timeout(shared.config.lease, async {
             let mut conn = shared.pool.acquire().await?;
             worker_deregister(&mut conn, &shared.config.worker_id).await
@@ -1083,6 +1092,32 @@ fn failure(shared: &Shared, ctx: &JobContext, after: Option<Duration>, error: St
         shared.config.retry.backoff(ctx.attempt(), &mut rng)
     });
     Outcome::Retry { delay, error }
+}
+
+/// Runs the queue's maintenance tick every `every` until the heartbeats
+/// stop. A failed tick is logged and the loop goes on.
+async fn maintenance_loop(shared: Arc<Shared>, every: Duration) {
+    let stop = shared.stop_heartbeat.clone();
+    let config = crate::maintenance::Config::default();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let tick = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            tick = crate::maintenance::run_once(&shared.pool, &config) => tick,
+        };
+        match tick {
+            Ok(vacuumed) if !vacuumed.is_empty() => {
+                tracing::debug!(?vacuumed, "maintenance: vacuumed the hot tables");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "maintenance tick failed; trying again later"),
+        }
+    }
 }
 
 /// Renews leases, refreshes the registry row, and stops jobs that were

@@ -986,3 +986,48 @@ async fn a_job_whose_lease_went_elsewhere_is_stopped_and_its_outcome_ignored() {
     assert!(attempts(&db.pool, id).await.is_empty());
     handle.shutdown(Duration::from_secs(1)).await;
 }
+
+/// The manager runs the queue's maintenance tick itself: after enough churn
+/// for the tick's thresholds, the hot table has been vacuumed without the
+/// application asking.
+#[tokio::test]
+async fn the_manager_vacuums_the_hot_table_as_it_goes() {
+    let Some(db) = support::db::fresh().await else {
+        return;
+    };
+    let queue = db.queue().await;
+    queue
+        .enqueue_many((0..12_000).map(|i| raw("unit", i.into())).collect())
+        .await
+        .unwrap();
+    let handle = start(
+        &db,
+        WorkerConfig {
+            max_concurrent_jobs: 16,
+            maintenance_interval: Some(Duration::from_millis(100)),
+            ..config("vacuuming")
+        },
+        detecting(Arc::new(Detector::default()), Duration::ZERO),
+    )
+    .await;
+    wait_until(Duration::from_secs(120), "12,000 jobs", || async {
+        handle.stats().succeeded == 12_000
+    })
+    .await;
+    let vacuums = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT vacuum_count FROM pg_stat_user_tables \
+             WHERE schemaname = 'trawl_jobs' AND relname = 'jobs'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "a vacuum of trawl_jobs.jobs",
+        || async { vacuums().await > 0 },
+    )
+    .await;
+    handle.shutdown(Duration::from_secs(5)).await;
+}
