@@ -177,6 +177,15 @@ impl WorkerConfig {
         if self.poll_interval.is_zero() {
             return Err(Error::invalid("poll_interval", "must be longer than 0"));
         }
+        if self
+            .maintenance_interval
+            .is_some_and(|every| every.is_zero())
+        {
+            return Err(Error::invalid(
+                "maintenance_interval",
+                "must be longer than 0 (None turns the tick off)",
+            ));
+        }
         if self.claim_batch == 0 || self.claim_batch > 10_000 {
             return Err(Error::invalid(
                 "claim_batch",
@@ -237,7 +246,9 @@ mod tests {
         assert_eq!(config.heartbeat_interval, Duration::from_secs(10));
         assert_eq!(config.queues, [DEFAULT_QUEUE]);
         assert_ne!(config.worker_id, WorkerConfig::default().worker_id);
-        assert_eq!(config.connections_needed(), 3);
+        assert_eq!(config.maintenance_interval, Some(Duration::from_secs(5)));
+        // A claim loop, the heartbeat, the completer and the maintenance tick.
+        assert_eq!(config.connections_needed(), 4);
     }
 
     #[test]
