@@ -8,8 +8,13 @@
 //! Then the S3 rows (`s3.rs`): `trawl scan s3://…` against a plain
 //! downloader making the same requests, on a local moto server, for large
 //! and for small objects. `--only s3` runs them alone.
+//!
+//! Then the job-queue rows (`jobs.rs`): `trawl-jobs` against raw SQL
+//! (`COPY`, `pgbench`, `LISTEN`/`NOTIFY`) on the machine's PostgreSQL.
+//! `--only jobs` runs them alone.
 
 mod affinity;
+mod jobs;
 mod rusage;
 mod s3;
 
@@ -35,27 +40,38 @@ const CHUNK_KIB: u64 = 256;
 /// Which parts of the benchmarks run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Parts {
-    /// Criterion, the local end-to-end rows, then the S3 rows.
+    /// Criterion, the local end-to-end rows, the S3 rows, then the
+    /// job-queue rows.
     All,
     /// The S3 rows alone (`--only s3`).
     S3,
+    /// The job-queue rows alone (`--only jobs`).
+    Jobs,
 }
 
-/// Runs the benches; `quick` shortens criterion and uses smaller corpora.
+/// Runs the benches; `quick` shortens criterion, uses smaller corpora and
+/// a shorter sustained run of the job queue.
 pub(crate) fn run(root: &Path, quick: bool, parts: Parts) -> Result<()> {
     let target = target_dir(root);
-    let pipeline = match parts {
-        Parts::All => local(root, quick, &target)?,
-        // An earlier run's figure, if any, to tell whether the server is
-        // the limit.
-        Parts::S3 => criterion_ratio(
-            &target.join("criterion"),
-            "pipeline",
-            "scan_remote_null_engine",
-            "copy_baseline",
-        ),
-    };
-    s3::run(root, &target, quick, pipeline.as_ref(), parts == Parts::S3)
+    match parts {
+        Parts::All => {
+            let pipeline = local(root, quick, &target)?;
+            s3::run(root, &target, quick, pipeline.as_ref(), false)?;
+            jobs::run(root, &target, quick, false)
+        }
+        Parts::S3 => {
+            // An earlier run's figure, if any, to tell whether the server
+            // is the limit.
+            let pipeline = criterion_ratio(
+                &target.join("criterion"),
+                "pipeline",
+                "scan_remote_null_engine",
+                "copy_baseline",
+            );
+            s3::run(root, &target, quick, pipeline.as_ref(), true)
+        }
+        Parts::Jobs => jobs::run(root, &target, quick, true),
+    }
 }
 
 /// Criterion, then `trawl scan` against `rg` on a local corpus; returns the

@@ -12,10 +12,11 @@
 //! - `cargo xtask rules-doc`: regenerates `docs/rules.md` from the built-in
 //!   rules (`ci` fails, through trawl-engine's `rules_doc` test, when it is
 //!   out of date);
-//! - `cargo xtask bench [--quick] [--only s3]`: the criterion benches, then
-//!   the end-to-end figures (`trawl scan` against `rg` on a generated
+//! - `cargo xtask bench [--quick] [--only s3|jobs]`: the criterion benches,
+//!   then the end-to-end figures (`trawl scan` against `rg` on a generated
 //!   corpus), then `trawl scan s3://…` against a plain downloader on a local
-//!   moto server (started, then stopped).
+//!   moto server (started, then stopped), then `trawl-jobs` against raw SQL
+//!   on the machine's PostgreSQL.
 //!
 //! `test`, `integration` and `ci` start the services first (`services.rs`):
 //! the machine's PostgreSQL on 127.0.0.1:5432 (started if installed but not
@@ -52,12 +53,15 @@ commands:
   integration     only the tests that need the services (trawl-backend-objstore, trawl-jobs)
   ci              lint, the layering check, then test
   rules-doc       regenerate docs/rules.md from the built-in rules
-  bench [--quick] [--only s3]
+  bench [--quick] [--only s3|jobs]
                   criterion benches, then trawl scan against rg on a generated corpus, then
-                  trawl scan s3://… against a plain downloader on moto (large, small objects)
-                  (--quick: short criterion runs, a 32 MiB corpus instead of 256 MiB, and
-                  4 × 128 MiB and 2,000 × 4 KiB objects instead of 8 × 128 MiB and 20,000 × 4 KiB;
-                  --only s3: the S3 rows alone)
+                  trawl scan s3://… against a plain downloader on moto (large, small objects),
+                  then trawl-jobs against COPY, pgbench and raw LISTEN/NOTIFY on the local
+                  PostgreSQL (enqueue, claim + complete, a sustained run, latency)
+                  (--quick: short criterion runs, a 32 MiB corpus instead of 256 MiB,
+                  4 × 128 MiB and 2,000 × 4 KiB objects instead of 8 × 128 MiB and 20,000 × 4 KiB,
+                  and a 1-minute sustained run instead of 5;
+                  --only s3, --only jobs: those rows alone)
   help            this text
 
 test, integration and ci start the services the tests need and stop them afterwards:
@@ -123,7 +127,7 @@ fn run(args: Vec<String>) -> Result<()> {
     }
 }
 
-/// `[--quick] [--only s3]`, in any order.
+/// `[--quick] [--only s3|jobs]`, in any order.
 fn bench_options(rest: &[&str]) -> Result<(bool, bench::Parts)> {
     let mut quick = false;
     let mut parts = bench::Parts::All;
@@ -135,8 +139,13 @@ fn bench_options(rest: &[&str]) -> Result<(bool, bench::Parts)> {
                 parts = bench::Parts::S3;
                 args.next();
             }
+            ("--only", Some(&"jobs")) => {
+                parts = bench::Parts::Jobs;
+                args.next();
+            }
             _ => bail!(
-                "bench: unexpected arguments {rest:?}; usage: cargo xtask bench [--quick] [--only s3]"
+                "bench: unexpected arguments {rest:?}; usage: cargo xtask bench [--quick] \
+                 [--only s3|jobs]"
             ),
         }
     }
@@ -163,12 +172,16 @@ mod tests {
     use super::{bench::Parts, bench_options};
 
     #[test]
-    fn bench_takes_quick_and_only_s3_in_any_order() {
+    fn bench_takes_quick_and_only_in_any_order() {
         assert_eq!(bench_options(&[]).unwrap(), (false, Parts::All));
         assert_eq!(bench_options(&["--quick"]).unwrap(), (true, Parts::All));
         assert_eq!(
             bench_options(&["--only", "s3", "--quick"]).unwrap(),
             (true, Parts::S3)
+        );
+        assert_eq!(
+            bench_options(&["--quick", "--only", "jobs"]).unwrap(),
+            (true, Parts::Jobs)
         );
         assert!(bench_options(&["--only"]).is_err());
         assert!(bench_options(&["--only", "local"]).is_err());

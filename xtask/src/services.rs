@@ -1,6 +1,7 @@
 //! The services the tests need: an S3-compatible server (moto) and
 //! PostgreSQL, for `cargo xtask test`, `ci` and `integration`; `bench`
-//! starts moto alone ([`start_moto`]).
+//! starts moto ([`start_moto`]) and PostgreSQL ([`local_postgres`]) on
+//! their own.
 //!
 //! [`start`] records each service's address in the [`TestEnv`]
 //! (`TRAWL_TEST_S3_ENDPOINT`, `DATABASE_URL`) and returns a [`Services`]
@@ -101,13 +102,22 @@ fn postgres(env: &mut TestEnv) -> Result<()> {
         env.set(POSTGRES_VAR, url);
         return Ok(());
     }
+    env.set(POSTGRES_VAR, local_postgres()?);
+    Ok(())
+}
+
+/// The machine's PostgreSQL on 127.0.0.1:5432, started when it is installed
+/// but not running (and then left running); returns its URL. `cargo xtask
+/// bench` uses this alone, whatever `DATABASE_URL` says: its figures are
+/// those of the local server, where it creates and drops databases of its
+/// own.
+pub(crate) fn local_postgres() -> Result<&'static str> {
     if postgres_answers() {
         eprintln!("xtask: PostgreSQL answers on 127.0.0.1:{POSTGRES_PORT}");
     } else {
         start_debian_cluster()?;
     }
-    env.set(POSTGRES_VAR, POSTGRES_URL);
-    Ok(())
+    Ok(POSTGRES_URL)
 }
 
 /// Whether a PostgreSQL server accepts connections on 127.0.0.1:5432:
