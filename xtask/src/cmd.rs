@@ -57,6 +57,25 @@ pub(crate) fn run_step(step: &str, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Like [`run_step`], but with standard input closed and standard output
+/// captured (standard error is still shown); returns the output.
+pub(crate) fn capture_step(step: &str, cmd: &mut Command) -> Result<String> {
+    let line = display(cmd);
+    eprintln!("\nxtask [{step}] $ {line}");
+    let output = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("step `{step}`: could not start `{line}`"))?;
+    if !output.status.success() {
+        bail!(
+            "step `{step}` failed: `{line}` exited with {}",
+            output.status
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// Whether `cmd` can be started and exits successfully, its output discarded
 /// (used to detect optional tools, e.g. `cargo deny --version`).
 pub(crate) fn probe(cmd: &mut Command) -> bool {

@@ -31,12 +31,12 @@
 //! measurement, not the database's creation and loading.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
 use super::RUNS;
-use crate::cmd::{cargo, display, probe, run_step};
+use crate::cmd::{capture_step, cargo, probe, run_step};
 use crate::services;
 
 /// Jobs of the enqueue and the claim + process + complete rows.
@@ -168,20 +168,8 @@ impl JobsBench {
     fn run(&self, command: &str, args: &[&str]) -> Result<String> {
         let mut cmd = Command::new(&self.bin);
         cmd.arg(command).arg(self.url).args(args);
-        let line = display(&cmd);
-        eprintln!("\nxtask [bench: jobs {command}] $ {line}");
-        let output = cmd
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .with_context(|| format!("bench `jobs {command}`: could not start `{line}`"))?;
-        if !output.status.success() {
-            bail!(
-                "bench `jobs {command}` failed: `{line}` exited with {}",
-                output.status
-            );
-        }
-        let fields = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let output = capture_step(&format!("bench: jobs {command}"), &mut cmd)?;
+        let fields = output.trim().to_owned();
         eprintln!("xtask: jobs {command}: {fields}");
         Ok(fields)
     }

@@ -31,14 +31,14 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 
 use super::affinity::{self, Pinned};
 use super::rusage;
 use super::{Measurement, RUNS, Ratio, Row, Runner, build_trawl};
-use crate::cmd::{cargo, display, run_step};
+use crate::cmd::{capture_step, cargo, run_step};
 use crate::services::{self, MotoServer};
 
 /// I/O threads of both sides.
@@ -177,23 +177,9 @@ fn with_env(mut cmd: Command) -> Command {
     cmd
 }
 
-/// Runs `cmd` with stderr shown and returns its stdout.
+/// Runs `cmd`, with the bench's environment, as a step; returns its stdout.
 fn capture(step: &str, cmd: Command) -> Result<String> {
-    let mut cmd = with_env(cmd);
-    let line = display(&cmd);
-    eprintln!("\nxtask [{step}] $ {line}");
-    let output = cmd
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("step `{step}`: could not start `{line}`"))?;
-    if !output.status.success() {
-        bail!(
-            "step `{step}` failed: `{line}` exited with {}",
-            output.status
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    capture_step(step, &mut with_env(cmd))
 }
 
 /// trawl's buffer budget for the bench's settings.
