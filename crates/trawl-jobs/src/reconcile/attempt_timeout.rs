@@ -8,7 +8,7 @@
 //! the claim's time plus the job's timeout (or the worker's default). The
 //! tick walks one partition's range of the `jobs_running_deadline` index
 //! (`(partition, deadline_at) WHERE state = 'running' AND deadline_at IS
-//! NOT NULL`), oldest deadline first, at most [`BATCH`] jobs.
+//! NOT NULL`), oldest deadline first, at most [`BATCH`](super::BATCH) jobs.
 //!
 //! The job goes back to `pending` at once (or dead after its last
 //! attempt). A hung worker may still be running it when another worker
@@ -18,7 +18,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::{BATCH, JOB_PARTITIONS, check_partition, release_lost_jobs};
+use super::{release_lost_jobs, run_job_tick};
 use crate::error::Result;
 
 /// The tick's statement: `$1` partition, `$2` now (or NULL), `$3` batch.
@@ -45,20 +45,13 @@ pub const SQL: &str = concat!(
 /// `timed_out` naming the worker, then goes back to `pending` at once if it
 /// has attempts left, else to the dead letters (cancelled instead if a
 /// cancel was requested meanwhile). Returns how many jobs it changed;
-/// [`BATCH`] means more may be waiting.
+/// [`BATCH`](super::BATCH) means more may be waiting.
 ///
-/// Refuses a partition outside `0..`[`JOB_PARTITIONS`].
+/// Refuses a partition outside `0..`[`JOB_PARTITIONS`](super::JOB_PARTITIONS).
 pub async fn run_once(
     conn: &mut PgConnection,
     partition: i16,
     now: Option<DateTime<Utc>>,
 ) -> Result<u64> {
-    check_partition(partition, JOB_PARTITIONS)?;
-    let changed: i64 = sqlx::query_scalar(SQL)
-        .bind(partition)
-        .bind(now)
-        .bind(BATCH)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(changed as u64)
+    run_job_tick(conn, SQL, partition, now).await
 }

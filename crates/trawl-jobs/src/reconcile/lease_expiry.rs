@@ -5,12 +5,12 @@
 //! lease that ran out means the worker stopped (killed, hung, cut off from
 //! the database). The tick walks one partition's range of the
 //! `jobs_running_lease` index (`(partition, lease_expires_at) WHERE state =
-//! 'running'`), oldest expiry first, at most [`BATCH`] jobs.
+//! 'running'`), oldest expiry first, at most [`BATCH`](super::BATCH) jobs.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::{BATCH, JOB_PARTITIONS, check_partition, release_lost_jobs};
+use super::{release_lost_jobs, run_job_tick};
 use crate::error::Result;
 
 /// The tick's statement: `$1` partition, `$2` now (or NULL), `$3` batch.
@@ -34,20 +34,13 @@ pub const SQL: &str = concat!(
 /// attempt row `lease_expired` naming the worker, then goes back to
 /// `pending` at once if it has attempts left, else to the dead letters
 /// (cancelled instead if a cancel was requested meanwhile). Returns how
-/// many jobs it changed; [`BATCH`] means more may be waiting.
+/// many jobs it changed; [`BATCH`](super::BATCH) means more may be waiting.
 ///
-/// Refuses a partition outside `0..`[`JOB_PARTITIONS`].
+/// Refuses a partition outside `0..`[`JOB_PARTITIONS`](super::JOB_PARTITIONS).
 pub async fn run_once(
     conn: &mut PgConnection,
     partition: i16,
     now: Option<DateTime<Utc>>,
 ) -> Result<u64> {
-    check_partition(partition, JOB_PARTITIONS)?;
-    let changed: i64 = sqlx::query_scalar(SQL)
-        .bind(partition)
-        .bind(now)
-        .bind(BATCH)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(changed as u64)
+    run_job_tick(conn, SQL, partition, now).await
 }

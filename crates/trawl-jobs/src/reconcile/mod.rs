@@ -40,6 +40,9 @@ pub mod attempt_timeout;
 pub mod lease_expiry;
 pub mod worker_registry_ttl_sweep;
 
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
 use crate::error::{Error, Result};
 
 /// Partitions of the jobs table: a job's partition is its id mod this.
@@ -67,6 +70,24 @@ pub fn worker_partition(worker_id: &str) -> i16 {
         (hash ^ u64::from(byte)).wrapping_mul(PRIME)
     });
     (hash % WORKER_PARTITIONS as u64) as i16
+}
+
+/// Runs a job-partition tick's statement (`$1` partition, `$2` now, `$3`
+/// batch, one row with the count of jobs changed) on a checked partition.
+async fn run_job_tick(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    partition: i16,
+    now: Option<DateTime<Utc>>,
+) -> Result<u64> {
+    check_partition(partition, JOB_PARTITIONS)?;
+    let changed: i64 = sqlx::query_scalar(sql)
+        .bind(partition)
+        .bind(now)
+        .bind(BATCH)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(changed as u64)
 }
 
 /// Refuses a partition outside `0..count`.
