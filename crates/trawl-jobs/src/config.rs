@@ -52,9 +52,11 @@ pub struct WorkerConfig {
     /// claims anyway (notifications can be lost; a delayed job becomes due
     /// without one). Default 1 s.
     pub poll_interval: Duration,
-    /// The most jobs one claim statement takes (never more than the free
-    /// capacity plus what finished during the previous claim: see
-    /// [`WorkerManager`](crate::WorkerManager)). Default 20.
+    /// The most jobs one claim statement takes. A claim asks for the free
+    /// slots, plus, when jobs are short, what the slots get through during
+    /// one claim, so that the next claim is in flight while these run; a
+    /// worker holds at most two claims' worth of jobs waiting for slots,
+    /// and long jobs are never claimed ahead. Default 200.
     pub claim_batch: u32,
     /// The most completions one statement records. Default 500.
     pub completion_batch: usize,
@@ -111,7 +113,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
-            claim_batch: 20,
+            claim_batch: 200,
             completion_batch: 500,
             completion_linger: Duration::from_millis(1),
             retry: JOB_RETRY,

@@ -150,6 +150,7 @@
 //! need it, for servers whose autovacuum is off or too slow for a queue.
 
 mod claim;
+mod claimer;
 mod completer;
 mod config;
 mod error;

@@ -3,10 +3,11 @@
 //!
 //! Tasks of a running manager, all on the caller's tokio runtime:
 //!
-//! - one **claim loop** per queue: waits for free capacity, claims up to
-//!   that many jobs (`FOR UPDATE SKIP LOCKED`), spawns one task per job;
-//!   when its queue runs dry it sleeps until a notification on
-//!   [`NOTIFY_CHANNEL`] or the poll interval;
+//! - one **claim loop** per queue ([`crate::claimer`]): claims jobs (`FOR
+//!   UPDATE SKIP LOCKED`) for the free slots, and short jobs a claim ahead,
+//!   and spawns one task per job as slots free up; when its queue runs dry
+//!   it sleeps until a notification on [`NOTIFY_CHANNEL`] or the poll
+//!   interval;
 //! - the **listener**: LISTEN on its own connection, wakes the claim loop
 //!   of the queue an enqueue names;
 //! - one **task per job**: runs the worker under the attempt's timeout,
@@ -17,7 +18,7 @@
 //!   (running, or finished but not yet recorded), refreshes the registry
 //!   row, and stops jobs that were cancelled or whose lease was lost.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,14 +36,12 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use trawl_retry::Rng;
 
-use crate::claim::{ClaimedJob, Completion, Outcome, claim};
+use crate::claim::{ClaimedJob, Completion, Outcome};
 use crate::completer::{Finished, run_completer};
 use crate::config::WorkerConfig;
 use crate::error::{Error, Result};
 use crate::queue::NOTIFY_CHANNEL;
-use crate::registry::{
-    WorkerRow, job_release_orphans, worker_deregister, worker_heartbeat, worker_register,
-};
+use crate::registry::{WorkerRow, worker_deregister, worker_heartbeat, worker_register};
 use crate::worker::{JobContext, JobResult, MetricSummary, Metrics, StopReason, Workers};
 
 /// Runs registered [`Workers`] on the jobs of some queues. See the crate
@@ -137,7 +136,9 @@ impl WorkerManager {
         let shared = Arc::new(Shared {
             capacity: Arc::new(Semaphore::new(config.max_concurrent_jobs)),
             unrecorded: Semaphore::new(
-                config.max_concurrent_jobs + config.claim_batch as usize + config.completion_batch,
+                config.max_concurrent_jobs
+                    + 2 * config.claim_batch as usize
+                    + config.completion_batch,
             ),
             rng: Mutex::new(Rng::new(seed)),
             reconnect_rng: Mutex::new(Rng::new(seed.rotate_left(17))),
@@ -166,7 +167,7 @@ impl WorkerManager {
             .map(|queue| {
                 let (shared, sender, queue) = (shared.clone(), sender.clone(), queue.clone());
                 let span = tracing::debug_span!("claim_loop", queue = %queue);
-                tokio::spawn(claim_loop(shared, queue, sender).instrument(span))
+                tokio::spawn(crate::claimer::claim_loop(shared, queue, sender).instrument(span))
             })
             .collect();
         drop(sender);
@@ -205,22 +206,22 @@ pub(crate) struct Shared {
     /// Every job leased to this manager whose outcome is not yet recorded.
     pub(crate) held: Mutex<HashMap<i64, Held>>,
     /// Free processing slots: one permit per running job.
-    capacity: Arc<Semaphore>,
+    pub(crate) capacity: Arc<Semaphore>,
     /// Room for jobs claimed but not yet recorded: taken (and forgotten) by
     /// a claim, given back by the completer.
     pub(crate) unrecorded: Semaphore,
     rng: Mutex<Rng>,
     reconnect_rng: Mutex<Rng>,
     /// Wakes the claim loop of a queue.
-    wake: HashMap<String, Arc<Notify>>,
+    pub(crate) wake: HashMap<String, Arc<Notify>>,
     root: CancellationToken,
-    stop_claiming: CancellationToken,
+    pub(crate) stop_claiming: CancellationToken,
     stop_heartbeat: CancellationToken,
     jobs: TaskTracker,
     status: Mutex<Status>,
     pub(crate) stats: Stats,
     /// How long jobs take to process (for claiming ahead).
-    job_micros: SharedAverage,
+    pub(crate) job_micros: SharedAverage,
 }
 
 /// A job leased to the manager.
@@ -306,10 +307,10 @@ impl Shared {
 /// A running average of durations in microseconds (each new value weighs
 /// 1/8), owned by one task.
 #[derive(Debug, Default, Clone, Copy)]
-struct Average(Option<u64>);
+pub(crate) struct Average(Option<u64>);
 
 impl Average {
-    fn add(&mut self, duration: Duration) {
+    pub(crate) fn add(&mut self, duration: Duration) {
         let value = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
         self.0 = Some(match self.0 {
             Some(avg) => avg - avg / 8 + value / 8,
@@ -317,7 +318,7 @@ impl Average {
         });
     }
 
-    fn get(&self) -> Option<u64> {
+    pub(crate) fn get(&self) -> Option<u64> {
         self.0
     }
 }
@@ -325,7 +326,7 @@ impl Average {
 /// [`Average`] updated by many tasks. An update that races another may be
 /// lost: it is an estimate.
 #[derive(Debug, Default)]
-struct SharedAverage(AtomicU64);
+pub(crate) struct SharedAverage(AtomicU64);
 
 impl SharedAverage {
     /// Stored plus one, so that 0 means "nothing yet".
@@ -336,7 +337,7 @@ impl SharedAverage {
         self.0.store(stored, Ordering::Relaxed);
     }
 
-    fn get(&self) -> Option<u64> {
+    pub(crate) fn get(&self) -> Option<u64> {
         self.0.load(Ordering::Relaxed).checked_sub(1)
     }
 }
@@ -684,233 +685,9 @@ async fn listen_loop(shared: Arc<Shared>, listener: PgListener) {
     }
 }
 
-/// Claims jobs of `queue` while there is capacity, and spawns their tasks.
-///
-/// How many jobs a claim asks for: the free slots, or, when jobs are short,
-/// as many as the slots get through during one claim's round trip (slots ×
-/// claim latency ÷ job duration, both running averages), at most
-/// `claim_batch`. Short jobs are thus claimed one round trip ahead and wait
-/// here for a slot that frees while the claim is in flight, so the slots do
-/// not idle through every round trip; long jobs are never claimed ahead (the
-/// estimate is below the free slots), so none waits here for a long job to
-/// end. No new claim is made until every job claimed ahead has a slot.
-async fn claim_loop(
-    shared: Arc<Shared>,
-    queue: String,
-    completions: mpsc::UnboundedSender<Finished>,
-) {
-    let stop = shared.stop_claiming.clone();
-    let wake = shared.wake[&queue].clone();
-    let config = &shared.config;
-    let max_batch = config.claim_batch as usize;
-    let mut conn: Option<PoolConnection<Postgres>> = None;
-    let mut failures = 0u32;
-    let mut claim_micros = Average::default();
-    let mut waiting: VecDeque<ClaimedJob> = VecDeque::new();
-    loop {
-        while let Some(job) = waiting.pop_front() {
-            let permit = tokio::select! {
-                biased;
-                _ = stop.cancelled() => None,
-                permit = shared.capacity.clone().acquire_owned() => permit.ok(),
-            };
-            let Some(permit) = permit else {
-                waiting.push_front(job);
-                release_waiting(&completions, waiting);
-                return;
-            };
-            spawn_job(&shared, job, permit, completions.clone());
-        }
-        // What the slots get through during one claim, when jobs are short.
-        let ahead = match (claim_micros.get(), shared.job_micros.get()) {
-            (Some(claim), Some(job)) => {
-                let slots = config.max_concurrent_jobs as u64;
-                usize::try_from(slots.saturating_mul(claim) / job.max(1)).unwrap_or(usize::MAX)
-            }
-            _ => 0,
-        };
-        let free = shared.capacity.available_permits().min(max_batch);
-        let mut permits = if ahead > free {
-            // Claim without waiting for a slot: some free up meanwhile.
-            match shared.capacity.clone().try_acquire_many_owned(free as u32) {
-                Ok(permits) => permits,
-                Err(_) => continue,
-            }
-        } else {
-            let mut permits = tokio::select! {
-                biased;
-                _ = stop.cancelled() => return,
-                permit = shared.capacity.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-            };
-            let more = shared.capacity.available_permits().min(max_batch - 1);
-            if more > 0
-                && let Ok(extra) = shared.capacity.clone().try_acquire_many_owned(more as u32)
-            {
-                permits.merge(extra);
-            }
-            permits
-        };
-
-        let mut fresh = false;
-        if conn.is_none() {
-            let Some(new) = shared.connect(&stop, &mut failures).await else {
-                return;
-            };
-            conn = Some(new);
-            fresh = true;
-        }
-        let c = conn.as_mut().expect("connected above");
-        if fresh {
-            // A claim whose answer was lost with the old connection leased
-            // jobs that nobody runs: give them back at once.
-            let held: Vec<i64> = held_ids(&shared);
-            let released = tokio::time::timeout(
-                config.lease,
-                job_release_orphans(c, &config.worker_id, &queue, &held),
-            )
-            .await;
-            match released {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => {
-                    shared.stats.released.fetch_add(n, Ordering::Relaxed);
-                    tracing::info!(released = n, "released jobs claimed on a lost connection");
-                }
-                Ok(Err(err)) => {
-                    failed(&shared, &mut conn, &mut failures, &err.to_string());
-                    if !shared.pause(&stop, failures).await {
-                        return;
-                    }
-                    continue;
-                }
-                Err(_) => {
-                    failed(&shared, &mut conn, &mut failures, "statement timed out");
-                    if !shared.pause(&stop, failures).await {
-                        return;
-                    }
-                    continue;
-                }
-            }
-        }
-        let c = conn.as_mut().expect("connected above");
-        let wanted = permits.num_permits().max(ahead.min(max_batch));
-        // Never more jobs waiting to be recorded than the completer takes in
-        // a batch: claiming must not outrun recording.
-        let unrecorded = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            first = shared.unrecorded.acquire() => first,
-        };
-        let Ok(first) = unrecorded else { return };
-        first.forget();
-        let wanted = 1 + match shared.unrecorded.try_acquire_many(wanted as u32 - 1) {
-            Ok(more) => {
-                let n = more.num_permits();
-                more.forget();
-                n
-            }
-            Err(_) => {
-                let n = shared.unrecorded.available_permits().min(wanted - 1);
-                if let Ok(more) = shared.unrecorded.try_acquire_many(n as u32) {
-                    more.forget();
-                    n
-                } else {
-                    0
-                }
-            }
-        };
-        let sent = Instant::now();
-        let claimed = tokio::time::timeout(
-            config.lease,
-            claim(
-                c,
-                &config.worker_id,
-                &queue,
-                wanted as u32,
-                config.lease,
-                config.job_timeout,
-                None,
-            ),
-        )
-        .await;
-        let got = match &claimed {
-            Ok(Ok(jobs)) => jobs.len(),
-            _ => 0,
-        };
-        shared.unrecorded.add_permits(wanted - got);
-        let jobs = match claimed {
-            Ok(Ok(jobs)) => jobs,
-            Ok(Err(err)) => {
-                drop(permits);
-                failed(&shared, &mut conn, &mut failures, &err.to_string());
-                if !shared.pause(&stop, failures).await {
-                    return;
-                }
-                continue;
-            }
-            Err(_) => {
-                drop(permits);
-                failed(&shared, &mut conn, &mut failures, "claim timed out");
-                if !shared.pause(&stop, failures).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        claim_micros.add(sent.elapsed());
-        if failures > 0 {
-            tracing::info!("claiming again after {failures} failed tries");
-            failures = 0;
-        }
-        shared.set_connected(true);
-        shared
-            .stats
-            .claimed
-            .fetch_add(got as u64, Ordering::Relaxed);
-        for job in jobs {
-            match permits.split(1) {
-                Some(permit) => spawn_job(&shared, job, permit, completions.clone()),
-                None => {
-                    hold(&shared, &job, None);
-                    waiting.push_back(job);
-                }
-            }
-        }
-        drop(permits);
-        if got < wanted {
-            // The queue ran dry: sleep until an enqueue or the poll interval.
-            let woken = tokio::select! {
-                biased;
-                _ = stop.cancelled() => false,
-                _ = wake.notified() => true,
-                _ = tokio::time::sleep(config.poll_interval) => true,
-            };
-            if !woken {
-                release_waiting(&completions, waiting);
-                return;
-            }
-        }
-    }
-}
-
-/// Gives back jobs claimed ahead that never got a slot (the manager is
-/// shutting down).
-fn release_waiting(completions: &mpsc::UnboundedSender<Finished>, waiting: VecDeque<ClaimedJob>) {
-    for job in waiting {
-        let completion = Completion {
-            id: job.id,
-            attempt: job.attempt,
-            outcome: Outcome::Released("released at worker shutdown".to_owned()),
-        };
-        let _ = completions.send(Finished { completion });
-    }
-}
-
 /// Notes a job as leased to the manager (with its context once it runs),
 /// so that heartbeats renew its lease.
-fn hold(shared: &Shared, job: &ClaimedJob, ctx: Option<JobContext>) {
+pub(crate) fn hold(shared: &Shared, job: &ClaimedJob, ctx: Option<JobContext>) {
     shared
         .held
         .lock()
@@ -924,32 +701,14 @@ fn hold(shared: &Shared, job: &ClaimedJob, ctx: Option<JobContext>) {
         );
 }
 
-/// Drops a connection after an error: it may be broken or mid-statement.
-fn failed(
-    shared: &Shared,
-    conn: &mut Option<PoolConnection<Postgres>>,
-    failures: &mut u32,
-    error: &str,
-) {
-    if let Some(mut conn) = conn.take() {
-        conn.close_on_drop();
-    }
-    shared.set_connected(false);
-    *failures += 1;
-    if *failures == 1 {
-        tracing::warn!(error, "claiming failed; retrying with backoff");
-    } else {
-        tracing::debug!(error, failures = *failures, "claiming failed again");
-    }
-}
-
-fn held_ids(shared: &Shared) -> Vec<i64> {
+/// The ids of every job leased to the manager.
+pub(crate) fn held_ids(shared: &Shared) -> Vec<i64> {
     let held = shared.held.lock().unwrap_or_else(|e| e.into_inner());
     held.keys().copied().collect()
 }
 
 /// Starts the task of one claimed job.
-fn spawn_job(
+pub(crate) fn spawn_job(
     shared: &Arc<Shared>,
     job: ClaimedJob,
     permit: OwnedSemaphorePermit,

@@ -833,6 +833,57 @@ async fn assert_all_succeeded_once(pool: &PgPool, ids: &[i64]) {
 }
 
 #[tokio::test]
+async fn long_jobs_are_never_claimed_ahead_of_free_slots() {
+    let Some(db) = support::db::fresh().await else {
+        return;
+    };
+    let queue = db.queue().await;
+    let ids = queue
+        .enqueue_many((0..6).map(|i| raw("slow", i.into())).collect())
+        .await
+        .unwrap();
+    let began = Arc::new(Mutex::new(HashMap::new()));
+    let mut workers = Workers::new();
+    let seen = began.clone();
+    workers.register_raw(
+        "slow",
+        worker_fn(move |ctx: JobContext, _payload: serde_json::Value| {
+            seen.lock().unwrap().insert(ctx.id(), Utc::now());
+            async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                JobResult::Success
+            }
+        }),
+    );
+    let config = WorkerConfig {
+        max_concurrent_jobs: 2,
+        ..config("slow-worker")
+    };
+    let handle = start(&db, config, workers).await;
+    wait_until(Duration::from_secs(30), "6 jobs of 300 ms", || async {
+        handle.stats().succeeded == 6
+    })
+    .await;
+    handle.shutdown(Duration::from_secs(5)).await;
+    assert_all_succeeded_once(&db.pool, &ids).await;
+    // A job claimed ahead would wait here for a slot, about 300 ms.
+    let claimed: Vec<(i64, chrono::DateTime<Utc>)> =
+        sqlx::query_as("SELECT job_id, started_at FROM trawl_jobs.job_attempts")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let began = began.lock().unwrap();
+    for (id, claimed_at) in claimed {
+        let waited = began[&id] - claimed_at;
+        assert!(
+            waited < chrono::Duration::milliseconds(150),
+            "job {id} waited {} ms between its claim and its start",
+            waited.num_milliseconds()
+        );
+    }
+}
+
+#[tokio::test]
 async fn many_managers_share_a_queue_without_running_a_job_twice() {
     let Some(db) = support::db::fresh().await else {
         return;
