@@ -1,5 +1,6 @@
 //! The job state machine as a property: random sequences of operations
-//! (enqueue, claim, complete with every outcome, cancel, retry, heartbeats,
+//! (enqueue, claim, complete with every outcome (released and suspended
+//! too), cancel, retry, heartbeats,
 //! the pinned clock moving on, the reconciler ticks) run against the real
 //! PostgreSQL and against a small in-memory model, and after every step
 //! every job's state, attempt, lease and attempt history must agree.
@@ -21,7 +22,9 @@ use sqlx::{PgConnection, PgPool, Row};
 use trawl_jobs::reconcile::{
     self, JOB_PARTITIONS, attempt_timeout, lease_expiry, worker_registry_ttl_sweep,
 };
-use trawl_jobs::{CancelOutcome, Completion, JobQueue, NewJob, Outcome, Priority, claim, complete};
+use trawl_jobs::{
+    CancelOutcome, Completion, JobQueue, NewJob, OnTimeout, Outcome, Priority, claim, complete,
+};
 
 const LEASE_SECS: i64 = 30;
 const DEFAULT_TIMEOUT_SECS: i64 = 60;
@@ -103,7 +106,7 @@ fn op() -> impl Strategy<Value = Op> {
                 priority, max_attempts, delay, timeout,
             }),
         4 => (0..WORKERS, 1u32..4).prop_map(|(worker, max)| Op::Claim { worker, max }),
-        4 => (any::<Index>(), 0u8..5, prop_oneof![Just(0i64), Just(10)], sender)
+        4 => (any::<Index>(), 0u8..7, prop_oneof![Just(0i64), Just(10)], sender)
             .prop_map(|(job, outcome, retry_delay, sender)| Op::Complete {
                 job, outcome, retry_delay, sender,
             }),
@@ -122,6 +125,7 @@ fn op() -> impl Strategy<Value = Op> {
 enum State {
     Pending,
     Running,
+    Suspended,
     Succeeded,
     Dead,
     Cancelled,
@@ -132,6 +136,7 @@ impl State {
         match self {
             State::Pending => "pending",
             State::Running => "running",
+            State::Suspended => "suspended",
             State::Succeeded => "succeeded",
             State::Dead => "dead",
             State::Cancelled => "cancelled",
@@ -398,7 +403,13 @@ async fn apply(
                     error: "flaky".into(),
                 },
                 3 => Outcome::Dead("bad input".into()),
-                _ => Outcome::Cancelled,
+                4 => Outcome::Cancelled,
+                5 => Outcome::Released("shutting down".into()),
+                _ => Outcome::Suspend {
+                    until: at(model.now + 10),
+                    signal: format!("signal-{id}"),
+                    on_timeout: OnTimeout::Resume,
+                },
             };
             let (sender_id, attempt) = match sender {
                 Sender::Owner => (owner.clone(), target.attempt),
@@ -433,7 +444,14 @@ async fn apply(
                     (State::Pending, "retry")
                 }
                 Outcome::Dead(_) => (State::Dead, "dead"),
-                _ => (State::Cancelled, "cancelled"),
+                Outcome::Cancelled => (State::Cancelled, "cancelled"),
+                Outcome::Released(_) => {
+                    // Given back unfinished: the attempt does not count.
+                    job.run_at = RunAt::Pinned(now);
+                    job.max_attempts += 1;
+                    (State::Pending, "released")
+                }
+                Outcome::Suspend { .. } => (State::Suspended, "suspended"),
             };
             job.state = state;
             model
@@ -448,7 +466,7 @@ async fn apply(
             let got = queue.cancel(id).await.unwrap();
             let job = model.job(id);
             let want = match job.state {
-                State::Pending => {
+                State::Pending | State::Suspended => {
                     job.state = State::Cancelled;
                     CancelOutcome::Cancelled
                 }
