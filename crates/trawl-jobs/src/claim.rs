@@ -303,7 +303,7 @@ pub async fn complete(
             INSERT INTO trawl_jobs.jobs_finished (id, partition, kind, queue, state, priority,
                 payload, tags, run_at, attempt, max_attempts, timeout_ms, attempted_at,
                 cancel_requested, last_error, created_at, finished_at, unique_key,
-                concurrency_key, pending_parents, suspended_until, signal_key, on_timeout)
+                concurrency_key, pending_parents, suspended_until, signal_key, on_timeout, has_children)
             SELECT id, partition, kind, queue,
                 (CASE how WHEN 'dead' THEN 'dead' WHEN 'cancelled' THEN 'cancelled'
                     ELSE 'succeeded' END)::trawl_jobs.job_state,
@@ -311,7 +311,7 @@ pub async fn complete(
                 attempted_at, cancel_requested,
                 CASE WHEN how = 'dead' THEN why ELSE last_error END,
                 created_at, COALESCE($7, now()), unique_key, concurrency_key,
-                pending_parents, suspended_until, signal_key, on_timeout
+                pending_parents, suspended_until, signal_key, on_timeout, has_children
             FROM gone
         ), history AS (
             INSERT INTO trawl_jobs.job_attempts (job_id, attempt, worker_id, started_at,

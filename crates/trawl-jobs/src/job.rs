@@ -116,6 +116,34 @@ pub struct NewJob {
     pub timeout: Option<Duration>,
     /// Free-form labels, for listing and filtering.
     pub tags: Vec<String>,
+    /// Jobs that must all succeed before this one runs (see
+    /// [`depends_on`](Self::depends_on)).
+    pub parents: Vec<i64>,
+    /// A key no other job may hold at the same time (see
+    /// [`unique_key`](Self::unique_key)).
+    pub unique: Option<UniqueKey>,
+}
+
+/// A job's unique key and how long it holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UniqueKey {
+    /// The key.
+    pub key: String,
+    /// How long the job holds it.
+    pub window: UniqueWindow,
+}
+
+/// How long a job holds its unique key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UniqueWindow {
+    /// Until the job finishes (succeeded, dead or cancelled). A dead job
+    /// put back with [`retry`](crate::JobQueue::retry) does not take its
+    /// key again.
+    WhileLive,
+    /// For this long after the enqueue, whatever happens to the job: a
+    /// job that already finished still holds its key until then, and a key
+    /// whose time is up is free even if its job still lives.
+    For(Duration),
 }
 
 impl NewJob {
@@ -130,6 +158,8 @@ impl NewJob {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             timeout: None,
             tags: Vec::new(),
+            parents: Vec::new(),
+            unique: None,
         }
     }
 
@@ -192,6 +222,45 @@ impl NewJob {
         self
     }
 
+    /// Runs only once every job in `parents` has succeeded: until then the
+    /// job is `blocked`; it becomes pending in the transaction that
+    /// completes its last parent. If a parent ends dead or cancelled, the
+    /// job is cancelled, and so are its own descendants. Parents that
+    /// already succeeded count as done; a parent that is already dead or
+    /// cancelled makes the job cancelled at once.
+    ///
+    /// ```
+    /// # use trawl_jobs::NewJob;
+    /// let finalize = NewJob::new("finalize", serde_json::json!({})).depends_on([41, 42, 43]);
+    /// assert_eq!(finalize.parents, vec![41, 42, 43]);
+    /// ```
+    pub fn depends_on(mut self, parents: impl IntoIterator<Item = i64>) -> NewJob {
+        self.parents.extend(parents);
+        self
+    }
+
+    /// Makes the job unique by `key` while it lives: enqueueing a job with
+    /// a key that a live job holds enqueues nothing and returns the holder's
+    /// id (also when many processes enqueue at once).
+    pub fn unique_key(mut self, key: impl Into<String>) -> NewJob {
+        self.unique = Some(UniqueKey {
+            key: key.into(),
+            window: UniqueWindow::WhileLive,
+        });
+        self
+    }
+
+    /// Makes the job unique by `key` for `period` from its enqueue, whether
+    /// it finishes meanwhile or not: a second enqueue within the period
+    /// returns the first job's id.
+    pub fn unique_for(mut self, key: impl Into<String>, period: Duration) -> NewJob {
+        self.unique = Some(UniqueKey {
+            key: key.into(),
+            window: UniqueWindow::For(period),
+        });
+        self
+    }
+
     /// Checks what the database would otherwise reject less clearly.
     pub(crate) fn validate(&self) -> Result<()> {
         if self.kind.is_empty() {
@@ -208,6 +277,20 @@ impl NewJob {
         }
         if self.timeout.is_some_and(|t| t.is_zero()) {
             return Err(Error::invalid("timeout", "a timeout must be longer than 0"));
+        }
+        if let Some(unique) = &self.unique {
+            if unique.key.is_empty() {
+                return Err(Error::invalid(
+                    "unique_key",
+                    "a unique key must not be empty",
+                ));
+            }
+            if unique.window == UniqueWindow::For(Duration::ZERO) {
+                return Err(Error::invalid(
+                    "unique_key",
+                    format!("the period of key '{}' must be longer than 0", unique.key),
+                ));
+            }
         }
         Ok(())
     }

@@ -154,6 +154,7 @@ mod claimer;
 mod completer;
 mod config;
 mod error;
+mod flow;
 mod job;
 pub mod maintenance;
 mod manager;
@@ -165,7 +166,10 @@ mod worker;
 pub use claim::{ClaimedJob, Completion, OnTimeout, Outcome, claim, complete};
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
-pub use job::{DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, JobRow, JobState, NewJob, Priority};
+pub use job::{
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, JobRow, JobState, NewJob, Priority, UniqueKey,
+    UniqueWindow,
+};
 pub use manager::{ShutdownReport, WorkerHandle, WorkerHealth, WorkerManager, WorkerStats};
 pub use queue::{CancelOutcome, JobFilter, JobPage, JobQueue, NOTIFY_CHANNEL, QueueStatistics};
 pub use worker::{

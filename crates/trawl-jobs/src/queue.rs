@@ -139,8 +139,22 @@ impl JobQueue {
             job.validate()?;
         }
         let mut ids = Vec::with_capacity(jobs.len());
-        for batch in jobs.chunks(ENQUEUE_BATCH) {
-            ids.extend(insert_batch(conn, batch).await?);
+        let mut rest = jobs.as_slice();
+        while !rest.is_empty() {
+            // Plain jobs go in batches; a job with parents or a unique key
+            // goes on its own, in order.
+            let plain = rest
+                .iter()
+                .take(ENQUEUE_BATCH)
+                .take_while(|job| job.parents.is_empty() && job.unique.is_none())
+                .count();
+            if plain > 0 {
+                ids.extend(insert_batch(conn, &rest[..plain]).await?);
+                rest = &rest[plain..];
+            } else {
+                ids.push(crate::flow::enqueue_flow_job(conn, &rest[0]).await?);
+                rest = &rest[1..];
+            }
         }
         let mut queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
         queues.sort_unstable();
@@ -217,7 +231,8 @@ impl JobQueue {
                 CancelOutcome::Requested
             }
             Some(_) => {
-                finish_jobs(&mut tx, &[id], JobState::Cancelled, Some("cancelled")).await?;
+                let why = Some("cancelled".to_owned());
+                finish_jobs(&mut tx, &[id], &[why], JobState::Cancelled, None).await?;
                 CancelOutcome::Cancelled
             }
             None => {
@@ -235,6 +250,28 @@ impl JobQueue {
         };
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    /// Resumes every job suspended on `key`: each is pending again at once
+    /// (its suspension does not use up one of its attempts). Returns how
+    /// many it resumed; a signal no job waits for does nothing.
+    ///
+    /// ```no_run
+    /// # async fn example(queue: trawl_jobs::JobQueue) -> trawl_jobs::Result<()> {
+    /// // A worker returned JobResult::Suspend { signal: "approval-42".into(), .. }.
+    /// let resumed = queue.signal("approval-42").await?;
+    /// assert_eq!(resumed, 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn signal(&self, key: &str) -> Result<u64> {
+        let mut conn = self.pool.acquire().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM trawl_jobs.jobs WHERE state = 'suspended' AND signal_key = $1",
+        )
+        .bind(key)
+        .fetch_all(&mut *conn)
+        .await?;
+        resume_suspended(&mut conn, &ids, None).await
     }
 
     /// Puts a dead or cancelled job back in its queue with as many
@@ -310,8 +347,9 @@ impl JobQueue {
         Ok(stats)
     }
 
-    /// Deletes finished jobs (and their attempts) that finished more than
-    /// `older_than` ago; returns how many jobs.
+    /// Deletes finished jobs (their attempts, and the edges to their
+    /// parents) that finished more than `older_than` ago, and unique keys
+    /// whose period is over; returns how many jobs.
     pub async fn prune(&self, older_than: Duration) -> Result<u64> {
         let older_than = chrono::Duration::from_std(older_than)
             .map_err(|_| Error::invalid("older_than", "too large"))?;
@@ -321,6 +359,10 @@ impl JobQueue {
                 DELETE FROM trawl_jobs.jobs_finished WHERE finished_at < $1 RETURNING id
             ), attempts AS (
                 DELETE FROM trawl_jobs.job_attempts a USING gone WHERE a.job_id = gone.id
+            ), edges AS (
+                DELETE FROM trawl_jobs.job_edges e USING gone WHERE e.child_id = gone.id
+            ), keys AS (
+                DELETE FROM trawl_jobs.unique_keys WHERE expires_at <= now()
             )
             SELECT count(*) FROM gone",
         )
@@ -377,32 +419,69 @@ async fn insert_batch(conn: &mut PgConnection, batch: &[NewJob]) -> Result<Vec<i
         .collect()
 }
 
-/// Moves jobs from the hot table to `jobs_finished` in `state`, with
-/// `error` as their last error when given.
+/// Moves jobs (each with its last error, if given) from the hot table to
+/// `jobs_finished` in `state`; `now` is the finishing time (`None`: the
+/// database's clock). Returns how many moved.
 pub(crate) async fn finish_jobs(
     conn: &mut PgConnection,
     ids: &[i64],
+    errors: &[Option<String>],
     state: JobState,
-    error: Option<&str>,
+    now: Option<DateTime<Utc>>,
 ) -> Result<u64> {
     let moved = sqlx::query(
-        "WITH gone AS (
-            DELETE FROM trawl_jobs.jobs WHERE id = ANY($1) RETURNING *
+        "WITH c AS (
+            SELECT * FROM unnest($1::bigint[], $2::text[]) AS c(id, error)
+        ), gone AS (
+            DELETE FROM trawl_jobs.jobs j USING c WHERE j.id = c.id
+            RETURNING j.*, c.error AS why
         )
         INSERT INTO trawl_jobs.jobs_finished (id, partition, kind, queue, state, priority,
             payload, tags, run_at, attempt, max_attempts, timeout_ms, attempted_at,
             cancel_requested, last_error, created_at, finished_at, unique_key,
-            concurrency_key, pending_parents, suspended_until, signal_key, on_timeout)
-        SELECT id, partition, kind, queue, $2::trawl_jobs.job_state, priority,
+            concurrency_key, pending_parents, suspended_until, signal_key, on_timeout,
+            has_children)
+        SELECT id, partition, kind, queue, $3::trawl_jobs.job_state, priority,
             payload, tags, run_at, attempt, max_attempts, timeout_ms, attempted_at,
-            cancel_requested, coalesce($3, last_error), created_at, now(), unique_key,
-            concurrency_key, pending_parents, suspended_until, signal_key, on_timeout
+            cancel_requested, coalesce(why, last_error), created_at, COALESCE($4, now()),
+            unique_key, concurrency_key, pending_parents, suspended_until, signal_key,
+            on_timeout, has_children
         FROM gone",
     )
     .bind(ids)
+    .bind(errors)
     .bind(state.as_str())
-    .bind(error)
+    .bind(now)
     .execute(&mut *conn)
     .await?;
     Ok(moved.rows_affected())
+}
+
+/// Makes the listed jobs that are still suspended pending again at once
+/// (`max_attempts` grows by one, so that the suspended attempt does not
+/// use up a try), and wakes their queues. Returns how many it resumed.
+pub(crate) async fn resume_suspended(
+    conn: &mut PgConnection,
+    ids: &[i64],
+    now: Option<DateTime<Utc>>,
+) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let queues: Vec<String> = sqlx::query_scalar(
+        "UPDATE trawl_jobs.jobs SET state = 'pending', run_at = COALESCE($2, now()),
+            max_attempts = max_attempts + 1,
+            suspended_until = NULL, signal_key = NULL, on_timeout = NULL
+         WHERE id = ANY($1) AND state = 'suspended'
+         RETURNING queue",
+    )
+    .bind(ids)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut names: Vec<&str> = queues.iter().map(String::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    crate::registry::notify(conn, &names).await?;
+    Ok(queues.len() as u64)
 }

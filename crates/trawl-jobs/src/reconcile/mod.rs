@@ -37,7 +37,11 @@
 //! the supervisor; tests call `run_once` directly.
 
 pub mod attempt_timeout;
+pub mod dependency;
+pub mod edge_cancel_dispatcher;
+pub mod edge_cancel_reconciler;
 pub mod lease_expiry;
+pub mod suspension_timeout;
 pub mod worker_registry_ttl_sweep;
 
 use chrono::{DateTime, Utc};
@@ -138,14 +142,14 @@ macro_rules! release_lost_jobs {
                     priority, payload, tags, run_at, attempt, max_attempts, timeout_ms,
                     attempted_at, cancel_requested, last_error, created_at, finished_at,
                     unique_key, concurrency_key, pending_parents, suspended_until, signal_key,
-                    on_timeout)
+                    on_timeout, has_children)
                 SELECT id, partition, kind, queue,
                     (CASE WHEN cancel_requested THEN 'cancelled' ELSE 'dead' END)
                         ::trawl_jobs.job_state,
                     priority, payload, tags, run_at, attempt, max_attempts, timeout_ms,
                     attempted_at, cancel_requested, why, created_at, COALESCE($2, now()),
                     unique_key, concurrency_key, pending_parents, suspended_until, signal_key,
-                    on_timeout
+                    on_timeout, has_children
                 FROM gone
             ), lost_jobs AS (
                 SELECT count(*) AS n FROM lost
