@@ -11,7 +11,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::{Acquire, PgConnection, Row};
 use trawl_jobs::claim;
 use trawl_jobs::reconcile::{
-    self, BATCH, attempt_timeout, lease_expiry, worker_registry_ttl_sweep,
+    self, BATCH, JOB_PARTITIONS, attempt_timeout, dependency, edge_cancel_dispatcher,
+    edge_cancel_reconciler, lease_expiry, suspension_timeout, worker_registry_ttl_sweep,
 };
 
 const JOBS: i64 = 1_000_000;
@@ -24,12 +25,13 @@ fn t0() -> DateTime<Utc> {
 /// 1M jobs (id = the series number, so the running ones, every 20th,
 /// fall in partitions 0, 4, 8 and 12): 85 % pending over 4 queues (a tenth of them scheduled after
 /// t0), 5 % running (leases and deadlines around t0, owned by 5,000
-/// workers), the rest blocked or suspended; 5,000 workers, a tenth of them
-/// silent.
+/// workers), the rest blocked (without parents) or suspended (deadlines
+/// around t0); 5,000 workers, a tenth of them silent.
 async fn fill(conn: &mut PgConnection) {
     sqlx::raw_sql(
         "INSERT INTO trawl_jobs.jobs (kind, queue, state, priority, payload, run_at,
-            attempt, max_attempts, lease_owner, lease_expires_at, attempted_at, deadline_at)
+            attempt, max_attempts, lease_owner, lease_expires_at, attempted_at, deadline_at,
+            suspended_until, on_timeout)
          SELECT 'kind' || (g % 8), 'q' || (g % 4),
             s.state::trawl_jobs.job_state, (g % 4)::smallint, jsonb_build_object('n', g),
             '2030-01-01'::timestamptz + ((g % 10) - 8) * interval '1 hour',
@@ -40,7 +42,10 @@ async fn fill(conn: &mut PgConnection) {
             CASE WHEN s.state = 'running'
                 THEN '2030-01-01'::timestamptz - interval '10 minutes' END,
             CASE WHEN s.state = 'running'
-                THEN '2030-01-01'::timestamptz + ((g % 7200) - 3600) * interval '1 second' END
+                THEN '2030-01-01'::timestamptz + ((g % 7200) - 3600) * interval '1 second' END,
+            CASE WHEN s.state = 'suspended'
+                THEN '2030-01-01'::timestamptz + ((g % 7200) - 3600) * interval '1 second' END,
+            CASE WHEN s.state = 'suspended' THEN 'resume' END
          FROM generate_series(1, 1000000) AS g,
             LATERAL (SELECT CASE WHEN g % 20 = 0 THEN 'running'
                 WHEN g % 20 = 1 THEN 'blocked'
@@ -244,9 +249,25 @@ async fn no_statement_of_the_queue_scans_a_million_jobs() {
                 .await
                 .unwrap();
         }
+        // The ticks of blocked and suspended jobs and of cancel propagation.
+        let (mut promoted, mut resumed) = (0, 0);
+        for partition in 0..JOB_PARTITIONS {
+            promoted += dependency::run_once(&mut tx, partition, Some(t0()))
+                .await
+                .unwrap();
+            resumed += suspension_timeout::run_once(&mut tx, partition, Some(t0()))
+                .await
+                .unwrap();
+            edge_cancel_dispatcher::run_once(&mut tx, partition, Some(t0()))
+                .await
+                .unwrap();
+            edge_cancel_reconciler::run_once(&mut tx, partition, Some(t0()))
+                .await
+                .unwrap();
+        }
         assert!(
-            lease > 0 && timeout > 0 && swept > 0,
-            "{lease} {timeout} {swept}"
+            lease > 0 && timeout > 0 && swept > 0 && promoted > 0 && resumed > 0,
+            "{lease} {timeout} {swept} {promoted} {resumed}"
         );
         let after = scans(&mut tx).await;
         let (seq, idx) = (after.0 - before.0, after.1 - before.1);
