@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, Row};
+use sqlx::postgres::PgRow;
+use sqlx::{Acquire, AssertSqlSafe, PgConnection, Row};
 
 use crate::error::Result;
 use crate::job::Priority;
@@ -139,6 +140,12 @@ pub struct Completion {
 /// Leases up to `max` ready jobs of `queue` to `worker_id` for `lease`, by
 /// priority, then `run_at`, then id, skipping rows other workers hold.
 /// `default_timeout` is the attempt's limit for jobs that set none.
+///
+/// Respects the queue's limits: its fleet-wide cap on running jobs, the
+/// budgets of the queue and of job kinds, and the caps of concurrency keys
+/// (see [`JobQueue::set_queue_limits`](crate::JobQueue::set_queue_limits),
+/// [`JobQueue::set_budget`](crate::JobQueue::set_budget) and
+/// [`NewJob::concurrency_key`](crate::NewJob::concurrency_key)).
 pub async fn claim(
     conn: &mut PgConnection,
     worker_id: &str,
@@ -148,35 +155,189 @@ pub async fn claim(
     default_timeout: Duration,
     now: Option<DateTime<Utc>>,
 ) -> Result<Vec<ClaimedJob>> {
-    let rows = sqlx::query(
-        "WITH next AS (
-            SELECT id FROM trawl_jobs.jobs
-            WHERE state = 'pending' AND queue = $1 AND run_at <= COALESCE($5, now())
-            ORDER BY priority DESC, run_at, id
-            LIMIT $2
-            FOR UPDATE SKIP LOCKED
+    let limits = Limited::read(conn, queue).await?;
+    let request = ClaimRequest {
+        worker_id,
+        queue,
+        max,
+        lease,
+        default_timeout,
+        now,
+        exclude_kinds: &[],
+        only_kind: None,
+    };
+    claim_with(conn, &request, limits).await
+}
+
+/// What a claim asks for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClaimRequest<'a> {
+    pub(crate) worker_id: &'a str,
+    pub(crate) queue: &'a str,
+    pub(crate) max: u32,
+    pub(crate) lease: Duration,
+    pub(crate) default_timeout: Duration,
+    pub(crate) now: Option<DateTime<Utc>>,
+    /// Kinds not to claim (their circuit breaker is open).
+    pub(crate) exclude_kinds: &'a [String],
+    /// Claim only jobs of this kind (a breaker's probe).
+    pub(crate) only_kind: Option<&'a str>,
+}
+
+/// Which limits a queue's claims must take into account (the caps of
+/// concurrency keys always are).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Limited {
+    /// The queue has a fleet-wide cap on running jobs.
+    pub(crate) capped: bool,
+    /// The queue, or some job kind, has a budget.
+    pub(crate) budgeted: bool,
+}
+
+impl Limited {
+    pub(crate) async fn read(conn: &mut PgConnection, queue: &str) -> Result<Limited> {
+        let (capped, budgeted): (bool, bool) = sqlx::query_as(
+            "SELECT
+                EXISTS (SELECT 1 FROM trawl_jobs.queues
+                    WHERE name = $1 AND max_running IS NOT NULL),
+                EXISTS (SELECT 1 FROM trawl_jobs.budgets
+                    WHERE (scope = 'queue' AND target = $1) OR scope = 'kind')",
         )
-        UPDATE trawl_jobs.jobs j SET
-            state = 'running',
-            attempt = j.attempt + 1,
-            lease_owner = $3,
-            lease_expires_at = COALESCE($5, now()) + $4 * interval '1 millisecond',
-            attempted_at = COALESCE($5, now()),
-            deadline_at = COALESCE($5, now())
-                + COALESCE(j.timeout_ms, $6) * interval '1 millisecond'
-        FROM next WHERE j.id = next.id
-        RETURNING j.id, j.kind, j.queue, j.priority, j.payload, j.run_at, j.attempt,
-            j.max_attempts,
-            COALESCE(j.timeout_ms, $6) AS timeout_ms, j.lease_expires_at",
+        .bind(queue)
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(Limited { capped, budgeted })
+    }
+}
+
+/// The claim statement. `$7` kinds to skip, `$8` the only kind (or NULL),
+/// `$9` the queue's cap on running jobs (or NULL), `$10`/`$11` the room
+/// left in kind budgets, `$12` the room left in the queue's budget. A
+/// concurrency key lets a job start only while fewer than its cap of live
+/// jobs with the key have a lower id.
+const CLAIM_SQL: &str = "
+    WITH next AS (
+        SELECT id, kind, cost, priority, run_at FROM trawl_jobs.jobs j
+        WHERE state = 'pending' AND queue = $1 AND run_at <= COALESCE($5, now())
+            AND kind <> ALL($7::text[]) AND ($8::text IS NULL OR kind = $8)
+            AND (j.concurrency_key IS NULL OR (
+                SELECT count(*) FROM (
+                    SELECT 1 FROM trawl_jobs.jobs o
+                    WHERE o.concurrency_key = j.concurrency_key AND o.id < j.id
+                    LIMIT 100000
+                ) older
+            ) < COALESCE((
+                SELECT max_running FROM trawl_jobs.concurrency_keys k
+                WHERE k.key = j.concurrency_key
+            ), 1))
+        ORDER BY priority DESC, run_at, id
+        LIMIT CASE WHEN $9::int IS NULL THEN $2 ELSE least($2, greatest(0, $9 - (
+            SELECT count(*) FROM trawl_jobs.jobs WHERE queue = $1 AND state = 'running'))) END
+        FOR UPDATE SKIP LOCKED
+    ), ranked AS (
+        SELECT id, kind,
+            sum(cost) OVER (ORDER BY priority DESC, run_at, id) AS total,
+            sum(cost) OVER (PARTITION BY kind ORDER BY priority DESC, run_at, id) AS per_kind
+        FROM next
+    ), chosen AS (
+        SELECT r.id FROM ranked r
+        LEFT JOIN unnest($10::text[], $11::bigint[]) AS b(kind, room) ON b.kind = r.kind
+        WHERE ($12::bigint IS NULL OR r.total <= $12)
+            AND (b.room IS NULL OR r.per_kind <= b.room)
     )
-    .bind(queue)
-    .bind(i64::from(max))
-    .bind(worker_id)
-    .bind(millis(lease))
-    .bind(now)
-    .bind(millis(default_timeout))
-    .fetch_all(&mut *conn)
-    .await?;
+    UPDATE trawl_jobs.jobs j SET
+        state = 'running',
+        attempt = j.attempt + 1,
+        lease_owner = $3,
+        lease_expires_at = COALESCE($5, now()) + $4 * interval '1 millisecond',
+        attempted_at = COALESCE($5, now()),
+        deadline_at = COALESCE($5, now())
+            + COALESCE(j.timeout_ms, $6) * interval '1 millisecond'
+    FROM chosen WHERE j.id = chosen.id
+    RETURNING j.id, j.kind, j.queue, j.priority, j.payload, j.run_at, j.attempt,
+        j.max_attempts, COALESCE(j.timeout_ms, $6) AS timeout_ms, j.lease_expires_at,
+        j.cost";
+
+/// The claim of `request`, within the queue's `limits`: one statement for
+/// a queue without a cap or budgets; otherwise a transaction that first
+/// locks the queue's settings row and the budgets (so that concurrent
+/// claims count each other's jobs), then claims, then charges the budgets.
+pub(crate) async fn claim_with(
+    conn: &mut PgConnection,
+    request: &ClaimRequest<'_>,
+    limits: Limited,
+) -> Result<Vec<ClaimedJob>> {
+    if limits == Limited::default() {
+        let rows = claim_rows(conn, request, None, &Rooms::default()).await?;
+        return claimed_jobs(&rows);
+    }
+    let mut tx = conn.begin().await?;
+    let cap: Option<i32> = if limits.capped {
+        sqlx::query_scalar(
+            "SELECT max_running FROM trawl_jobs.queues
+             WHERE name = $1 AND max_running IS NOT NULL FOR UPDATE",
+        )
+        .bind(request.queue)
+        .fetch_optional(&mut *tx)
+        .await?
+    } else {
+        None
+    };
+    let rooms = if limits.budgeted {
+        Rooms::lock(&mut tx, request.queue, request.now).await?
+    } else {
+        Rooms::default()
+    };
+    let mut exclude = request.exclude_kinds.to_vec();
+    exclude.extend(rooms.exhausted_kinds());
+    let narrowed = ClaimRequest {
+        exclude_kinds: &exclude,
+        ..*request
+    };
+    let rows = if rooms.queue.is_some_and(|room| room <= 0) {
+        Vec::new()
+    } else {
+        claim_rows(&mut tx, &narrowed, cap, &rooms).await?
+    };
+    if limits.budgeted && !rows.is_empty() {
+        rooms
+            .charge(&mut tx, request.queue, &rows, request.now)
+            .await?;
+    }
+    tx.commit().await?;
+    claimed_jobs(&rows)
+}
+
+async fn claim_rows(
+    conn: &mut PgConnection,
+    request: &ClaimRequest<'_>,
+    cap: Option<i32>,
+    rooms: &Rooms,
+) -> Result<Vec<PgRow>> {
+    let (kinds, kind_rooms): (Vec<&str>, Vec<i64>) = rooms
+        .kinds
+        .iter()
+        .map(|(kind, room)| (kind.as_str(), *room))
+        .unzip();
+    let rows = sqlx::query(CLAIM_SQL)
+        .bind(request.queue)
+        .bind(i64::from(request.max))
+        .bind(request.worker_id)
+        .bind(millis(request.lease))
+        .bind(request.now)
+        .bind(millis(request.default_timeout))
+        .bind(request.exclude_kinds)
+        .bind(request.only_kind)
+        .bind(cap)
+        .bind(&kinds)
+        .bind(&kind_rooms)
+        .bind(rooms.queue)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows)
+}
+
+fn claimed_jobs(rows: &[PgRow]) -> Result<Vec<ClaimedJob>> {
     let mut jobs = rows
         .iter()
         .map(|row| {
@@ -197,6 +358,106 @@ pub async fn claim(
     // UPDATE … RETURNING keeps no order: hand them out in claim order.
     jobs.sort_by(|a, b| (b.priority, a.run_at, a.id).cmp(&(a.priority, b.run_at, b.id)));
     Ok(jobs)
+}
+
+/// The room left in the budgets a claim is subject to.
+#[derive(Debug, Default)]
+struct Rooms {
+    /// The queue's budget, if it has one.
+    queue: Option<i64>,
+    /// Each kind with a budget.
+    kinds: Vec<(String, i64)>,
+}
+
+/// The start of the window `now` falls in, for a budget whose window
+/// started at `window_start` (windows follow each other without gaps).
+pub(crate) const WINDOW_NOW: &str = "CASE WHEN window_start + window_ms * interval '1 millisecond'
+        <= COALESCE($2, now())
+    THEN window_start + floor(extract(epoch FROM COALESCE($2, now()) - window_start) * 1000
+        / window_ms) * window_ms * interval '1 millisecond'
+    ELSE window_start END";
+
+impl Rooms {
+    /// Locks the budgets of `queue` and of every kind (in key order, as
+    /// every claim does) and reads the room left in their current window.
+    async fn lock(
+        conn: &mut PgConnection,
+        queue: &str,
+        now: Option<DateTime<Utc>>,
+    ) -> Result<Rooms> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT scope, target,
+                max_cost - CASE WHEN ({WINDOW_NOW}) = window_start THEN used ELSE 0 END
+             FROM trawl_jobs.budgets
+             WHERE (scope = 'queue' AND target = $1) OR scope = 'kind'
+             ORDER BY scope, target
+             FOR UPDATE"
+        )))
+        .bind(queue)
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut rooms = Rooms::default();
+        for (scope, target, room) in rows {
+            if scope == "queue" {
+                rooms.queue = Some(room);
+            } else {
+                rooms.kinds.push((target, room));
+            }
+        }
+        Ok(rooms)
+    }
+
+    fn exhausted_kinds(&self) -> impl Iterator<Item = String> + '_ {
+        self.kinds
+            .iter()
+            .filter(|(_, room)| *room <= 0)
+            .map(|(kind, _)| kind.clone())
+    }
+
+    /// Adds the cost of the claimed jobs to the budgets they count against,
+    /// starting a new window where the last one is over.
+    async fn charge(
+        &self,
+        conn: &mut PgConnection,
+        queue: &str,
+        rows: &[PgRow],
+        now: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        let mut charges: std::collections::BTreeMap<(&str, String), i64> = Default::default();
+        for row in rows {
+            let cost = i64::from(row.try_get::<i32, _>("cost")?);
+            let kind: String = row.try_get("kind")?;
+            if self.queue.is_some() {
+                *charges.entry(("queue", queue.to_owned())).or_default() += cost;
+            }
+            if self.kinds.iter().any(|(k, _)| *k == kind) {
+                *charges.entry(("kind", kind)).or_default() += cost;
+            }
+        }
+        let mut scopes = Vec::new();
+        let mut targets = Vec::new();
+        let mut costs = Vec::new();
+        for ((scope, target), cost) in charges {
+            scopes.push(scope);
+            targets.push(target);
+            costs.push(cost);
+        }
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE trawl_jobs.budgets b SET
+                used = CASE WHEN ({WINDOW_NOW}) = window_start THEN used ELSE 0 END + c.cost,
+                window_start = {WINDOW_NOW}
+             FROM unnest($1::text[], $3::text[], $4::bigint[]) AS c(scope, target, cost)
+             WHERE b.scope = c.scope AND b.target = c.target"
+        )))
+        .bind(&scopes)
+        .bind(now)
+        .bind(&targets)
+        .bind(&costs)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
 }
 
 /// Records how attempts of `worker_id` ended, all in one statement: finished
@@ -303,7 +564,7 @@ pub async fn complete(
             INSERT INTO trawl_jobs.jobs_finished (id, partition, kind, queue, state, priority,
                 payload, tags, run_at, attempt, max_attempts, timeout_ms, attempted_at,
                 cancel_requested, last_error, created_at, finished_at, unique_key,
-                concurrency_key, pending_parents, suspended_until, signal_key, on_timeout, has_children)
+                concurrency_key, pending_parents, suspended_until, signal_key, on_timeout, has_children, cost)
             SELECT id, partition, kind, queue,
                 (CASE how WHEN 'dead' THEN 'dead' WHEN 'cancelled' THEN 'cancelled'
                     ELSE 'succeeded' END)::trawl_jobs.job_state,
@@ -311,7 +572,7 @@ pub async fn complete(
                 attempted_at, cancel_requested,
                 CASE WHEN how = 'dead' THEN why ELSE last_error END,
                 created_at, COALESCE($7, now()), unique_key, concurrency_key,
-                pending_parents, suspended_until, signal_key, on_timeout, has_children
+                pending_parents, suspended_until, signal_key, on_timeout, has_children, cost
             FROM gone
         ), history AS (
             INSERT INTO trawl_jobs.job_attempts (job_id, attempt, worker_id, started_at,

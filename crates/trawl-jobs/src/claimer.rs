@@ -26,7 +26,7 @@ use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::claim::{ClaimedJob, Completion, Outcome, claim};
+use crate::claim::{ClaimRequest, ClaimedJob, Completion, Outcome, claim_with};
 use crate::completer::Finished;
 use crate::manager::{Average, Shared, held_ids, hold, spawn_job};
 use crate::registry::job_release_orphans;
@@ -210,17 +210,19 @@ async fn claim_round(
                 }
             }
             let sent = Instant::now();
+            let request = ClaimRequest {
+                worker_id: &config.worker_id,
+                queue: &queue,
+                max: u32::try_from(wanted).unwrap_or(u32::MAX),
+                lease: config.lease,
+                default_timeout: config.job_timeout,
+                now: None,
+                exclude_kinds: &[],
+                only_kind: None,
+            };
             let jobs = tokio::time::timeout(
                 config.lease,
-                claim(
-                    c,
-                    &config.worker_id,
-                    &queue,
-                    u32::try_from(wanted).unwrap_or(u32::MAX),
-                    config.lease,
-                    config.job_timeout,
-                    None,
-                ),
+                claim_with(c, &request, shared.limits_of(&queue)),
             )
             .await
             .map_err(|_| "claim timed out".to_owned())?

@@ -30,6 +30,18 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The queue holds as many pending jobs as its depth limit allows (see
+    /// [`QueueLimits::max_depth`](crate::QueueLimits::max_depth)); the
+    /// enqueue was refused, or waited as long as the queue allows.
+    #[error("queue '{queue}' is full: {depth} jobs pending, limit {limit}")]
+    QueueFull {
+        /// The queue.
+        queue: String,
+        /// Its pending jobs when the enqueue gave up.
+        depth: i64,
+        /// Its depth limit.
+        limit: i64,
+    },
     /// A row read from the database has a value this version does not know
     /// (a newer schema wrote it).
     #[error("unexpected {field} '{value}' in the trawl_jobs schema")]

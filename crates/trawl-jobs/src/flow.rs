@@ -42,10 +42,10 @@ pub(crate) async fn enqueue_flow_job(conn: &mut PgConnection, job: &NewJob) -> R
     };
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO trawl_jobs.jobs (id, kind, queue, state, priority, payload, tags, run_at,
-            max_attempts, timeout_ms, pending_parents, unique_key)
+            max_attempts, timeout_ms, pending_parents, unique_key, cost, concurrency_key)
          VALUES (COALESCE($1, nextval(pg_get_serial_sequence('trawl_jobs.jobs', 'id'))),
             $2, $3, $4::trawl_jobs.job_state, $5, $6, $7, COALESCE($8, now()), $9, $10, $11,
-            $12)
+            $12, $13, $14)
          RETURNING id",
     )
     .bind(id)
@@ -60,6 +60,8 @@ pub(crate) async fn enqueue_flow_job(conn: &mut PgConnection, job: &NewJob) -> R
     .bind(job.timeout_ms())
     .bind(parents.waiting)
     .bind(job.unique.as_ref().map(|u| u.key.as_str()))
+    .bind(job.cost as i32)
+    .bind(job.concurrency.as_ref().map(|(key, _)| key.as_str()))
     .fetch_one(&mut *conn)
     .await?;
     if !job.parents.is_empty() {

@@ -122,6 +122,11 @@ pub struct NewJob {
     /// A key no other job may hold at the same time (see
     /// [`unique_key`](Self::unique_key)).
     pub unique: Option<UniqueKey>,
+    /// What its start costs against budgets (default 1).
+    pub cost: u32,
+    /// Its concurrency key and that key's cap (see
+    /// [`concurrency_key`](Self::concurrency_key)).
+    pub concurrency: Option<(String, u32)>,
 }
 
 /// A job's unique key and how long it holds it.
@@ -160,6 +165,8 @@ impl NewJob {
             tags: Vec::new(),
             parents: Vec::new(),
             unique: None,
+            cost: 1,
+            concurrency: None,
         }
     }
 
@@ -261,6 +268,32 @@ impl NewJob {
         self
     }
 
+    /// Sets what the job's start costs against the budgets of its queue and
+    /// kind (default 1; 0 starts it free).
+    pub fn cost(mut self, cost: u32) -> NewJob {
+        self.cost = cost;
+        self
+    }
+
+    /// Runs the job under `key`: at most `cap` jobs with the key run at
+    /// once across every worker, and they start in id order. A key capped
+    /// at 1 runs its jobs one at a time in the order they were enqueued;
+    /// a job of the key waiting to retry, or suspended, keeps its turn
+    /// (later jobs of the key wait for it), and so does a blocked one.
+    /// The cap is the key's, set by the latest enqueue that names it.
+    ///
+    /// ```
+    /// # use trawl_jobs::NewJob;
+    /// // One migration at a time per tenant.
+    /// let job = NewJob::new("migrate", serde_json::json!({"tenant": 7}))
+    ///     .concurrency_key("tenant-7", 1);
+    /// assert_eq!(job.concurrency, Some(("tenant-7".to_owned(), 1)));
+    /// ```
+    pub fn concurrency_key(mut self, key: impl Into<String>, cap: u32) -> NewJob {
+        self.concurrency = Some((key.into(), cap));
+        self
+    }
+
     /// Checks what the database would otherwise reject less clearly.
     pub(crate) fn validate(&self) -> Result<()> {
         if self.kind.is_empty() {
@@ -277,6 +310,20 @@ impl NewJob {
         }
         if self.timeout.is_some_and(|t| t.is_zero()) {
             return Err(Error::invalid("timeout", "a timeout must be longer than 0"));
+        }
+        if self.cost > i32::MAX as u32 {
+            return Err(Error::invalid(
+                "cost",
+                format!("{} (must be at most {})", self.cost, i32::MAX),
+            ));
+        }
+        if let Some((key, cap)) = &self.concurrency
+            && (key.is_empty() || *cap == 0 || *cap > i32::MAX as u32)
+        {
+            return Err(Error::invalid(
+                "concurrency_key",
+                format!("'{key}' with cap {cap} (the key must not be empty, the cap at least 1)"),
+            ));
         }
         if let Some(unique) = &self.unique {
             if unique.key.is_empty() {

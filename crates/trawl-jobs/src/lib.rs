@@ -156,6 +156,7 @@ mod config;
 mod error;
 mod flow;
 mod job;
+mod limits;
 pub mod maintenance;
 mod manager;
 mod queue;
@@ -170,6 +171,7 @@ pub use job::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, JobRow, JobState, NewJob, Priority, UniqueKey,
     UniqueWindow,
 };
+pub use limits::{Budget, BudgetScope, OnFull, QueueLimits};
 pub use manager::{ShutdownReport, WorkerHandle, WorkerHealth, WorkerManager, WorkerStats};
 pub use queue::{CancelOutcome, JobFilter, JobPage, JobQueue, NOTIFY_CHANNEL, QueueStatistics};
 pub use worker::{

@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgListener, PgPoolOptions};
-use sqlx::{PgPool, Postgres};
+use sqlx::{PgConnection, PgPool, Postgres};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +36,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use trawl_retry::Rng;
 
-use crate::claim::{ClaimedJob, Completion, Outcome};
+use crate::claim::{ClaimedJob, Completion, Limited, Outcome};
 use crate::completer::{Finished, run_completer};
 use crate::config::WorkerConfig;
 use crate::error::{Error, Result};
@@ -119,7 +119,6 @@ impl WorkerManager {
                 );
             }
         }
-        drop(conn);
         let listener = listen(&pool, config.lease).await?;
 
         let seed = config.seed.unwrap_or_else(|| {
@@ -157,8 +156,11 @@ impl WorkerManager {
             }),
             stats: Stats::default(),
             job_micros: SharedAverage::default(),
+            limits: Mutex::new(HashMap::new()),
             config,
         });
+        shared.read_limits(&mut conn).await?;
+        drop(conn);
 
         let claimers = shared
             .config
@@ -222,6 +224,9 @@ pub(crate) struct Shared {
     pub(crate) stats: Stats,
     /// How long jobs take to process (for claiming ahead).
     pub(crate) job_micros: SharedAverage,
+    /// The limits each queue's claims take into account, read at the start
+    /// and at every heartbeat.
+    limits: Mutex<HashMap<String, Limited>>,
 }
 
 /// A job leased to the manager.
@@ -238,6 +243,22 @@ struct Status {
 }
 
 impl Shared {
+    /// The limits of `queue` as last read.
+    pub(crate) fn limits_of(&self, queue: &str) -> Limited {
+        let limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        limits.get(queue).copied().unwrap_or_default()
+    }
+
+    /// Reads the limits of every queue of the manager.
+    async fn read_limits(&self, conn: &mut PgConnection) -> Result<()> {
+        let mut read = HashMap::new();
+        for queue in &self.config.queues {
+            read.insert(queue.clone(), Limited::read(conn, queue).await?);
+        }
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = read;
+        Ok(())
+    }
+
     /// The wait before the next try after `failures` database errors in a
     /// row.
     pub(crate) fn reconnect_delay(&self, failures: u32) -> Duration {
@@ -949,6 +970,9 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
                 continue;
             }
         };
+        if let Err(err) = shared.read_limits(c).await {
+            tracing::debug!(error = %err, "cannot read the queues' limits; keeping the last ones");
+        }
         if failures > 0 {
             tracing::info!("heartbeats again after {failures} failed tries");
             failures = 0;

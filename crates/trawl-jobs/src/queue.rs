@@ -138,6 +138,8 @@ impl JobQueue {
         for job in &jobs {
             job.validate()?;
         }
+        crate::limits::wait_for_room(conn, &jobs).await?;
+        set_concurrency_caps(conn, &jobs).await?;
         let mut ids = Vec::with_capacity(jobs.len());
         let mut rest = jobs.as_slice();
         while !rest.is_empty() {
@@ -289,10 +291,10 @@ impl JobQueue {
             )
             INSERT INTO trawl_jobs.jobs (id, kind, queue, state, priority, payload, tags,
                 run_at, attempt, max_attempts, timeout_ms, last_error, created_at,
-                unique_key, concurrency_key)
+                unique_key, concurrency_key, has_children, cost)
             SELECT id, kind, queue, 'pending', priority, payload, tags,
                 now(), attempt, attempt + max_attempts, timeout_ms, last_error, created_at,
-                unique_key, concurrency_key
+                unique_key, concurrency_key, has_children, cost
             FROM gone
             RETURNING queue",
         )
@@ -383,6 +385,8 @@ async fn insert_batch(conn: &mut PgConnection, batch: &[NewJob]) -> Result<Vec<i
     let mut run_ats = Vec::with_capacity(n);
     let mut attempts = Vec::with_capacity(n);
     let mut timeouts = Vec::with_capacity(n);
+    let mut costs = Vec::with_capacity(n);
+    let mut keys = Vec::with_capacity(n);
     for job in batch {
         kinds.push(job.kind.as_str());
         queues.push(job.queue.as_str());
@@ -392,15 +396,17 @@ async fn insert_batch(conn: &mut PgConnection, batch: &[NewJob]) -> Result<Vec<i
         run_ats.push(job.run_at);
         attempts.push(job.max_attempts as i32);
         timeouts.push(job.timeout_ms());
+        costs.push(job.cost as i32);
+        keys.push(job.concurrency.as_ref().map(|(key, _)| key.as_str()));
     }
     let rows: Vec<PgRow> = sqlx::query(
         "INSERT INTO trawl_jobs.jobs (kind, queue, state, priority, payload, tags, run_at,
-            max_attempts, timeout_ms)
+            max_attempts, timeout_ms, cost, concurrency_key)
          SELECT k, q, 'pending', p, pl,
-            ARRAY(SELECT jsonb_array_elements_text(t)), coalesce(r, now()), a, tm
+            ARRAY(SELECT jsonb_array_elements_text(t)), coalesce(r, now()), a, tm, c, ck
          FROM unnest($1::text[], $2::text[], $3::smallint[], $4::jsonb[], $5::jsonb[],
-            $6::timestamptz[], $7::int[], $8::bigint[])
-            WITH ORDINALITY AS u(k, q, p, pl, t, r, a, tm, ord)
+            $6::timestamptz[], $7::int[], $8::bigint[], $9::int[], $10::text[])
+            WITH ORDINALITY AS u(k, q, p, pl, t, r, a, tm, c, ck, ord)
          ORDER BY ord
          RETURNING id",
     )
@@ -412,6 +418,8 @@ async fn insert_batch(conn: &mut PgConnection, batch: &[NewJob]) -> Result<Vec<i
     .bind(&run_ats)
     .bind(&attempts)
     .bind(&timeouts)
+    .bind(&costs)
+    .bind(&keys)
     .fetch_all(&mut *conn)
     .await?;
     rows.iter()
@@ -440,12 +448,12 @@ pub(crate) async fn finish_jobs(
             payload, tags, run_at, attempt, max_attempts, timeout_ms, attempted_at,
             cancel_requested, last_error, created_at, finished_at, unique_key,
             concurrency_key, pending_parents, suspended_until, signal_key, on_timeout,
-            has_children)
+            has_children, cost)
         SELECT id, partition, kind, queue, $3::trawl_jobs.job_state, priority,
             payload, tags, run_at, attempt, max_attempts, timeout_ms, attempted_at,
             cancel_requested, coalesce(why, last_error), created_at, COALESCE($4, now()),
             unique_key, concurrency_key, pending_parents, suspended_until, signal_key,
-            on_timeout, has_children
+            on_timeout, has_children, cost
         FROM gone",
     )
     .bind(ids)
@@ -484,4 +492,28 @@ pub(crate) async fn resume_suspended(
     names.dedup();
     crate::registry::notify(conn, &names).await?;
     Ok(queues.len() as u64)
+}
+
+/// Records the cap of every concurrency key the jobs name (the last job
+/// naming a key sets its cap).
+async fn set_concurrency_caps(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<()> {
+    let mut caps = std::collections::BTreeMap::new();
+    for (key, cap) in jobs.iter().filter_map(|job| job.concurrency.as_ref()) {
+        caps.insert(key.as_str(), *cap as i32);
+    }
+    if caps.is_empty() {
+        return Ok(());
+    }
+    let (keys, caps): (Vec<&str>, Vec<i32>) = caps.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO trawl_jobs.concurrency_keys (key, max_running)
+         SELECT * FROM unnest($1::text[], $2::int[])
+         ON CONFLICT (key) DO UPDATE SET max_running = excluded.max_running
+         WHERE trawl_jobs.concurrency_keys.max_running <> excluded.max_running",
+    )
+    .bind(&keys)
+    .bind(&caps)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

@@ -37,6 +37,7 @@
 //! the supervisor; tests call `run_once` directly.
 
 pub mod attempt_timeout;
+pub mod budget_reset;
 pub mod dependency;
 pub mod edge_cancel_dispatcher;
 pub mod edge_cancel_reconciler;
@@ -58,8 +59,8 @@ pub const JOB_PARTITIONS: i16 = 16;
 /// [`worker_partition`] of its id (the `worker_partitions` setting).
 pub const WORKER_PARTITIONS: i16 = 256;
 
-/// Partitions of the budgets (the `budget_partitions` setting), used from
-/// the next schema version on.
+/// Partitions of the budgets (the `budget_partitions` setting): a budget's
+/// partition is [`Budget::partition`](crate::Budget::partition).
 pub const BUDGET_PARTITIONS: i16 = 16;
 
 /// Jobs one `run_once` changes at most; the rest wait for the next call.
@@ -68,12 +69,16 @@ pub const BATCH: i64 = 1_000;
 /// The registry partition of a worker: FNV-1a (64-bit) of its id's UTF-8
 /// bytes, mod [`WORKER_PARTITIONS`].
 pub fn worker_partition(worker_id: &str) -> i16 {
+    (fnv1a(worker_id.as_bytes()) % WORKER_PARTITIONS as u64) as i16
+}
+
+/// FNV-1a, 64-bit.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let hash = worker_id.bytes().fold(OFFSET, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
-    });
-    (hash % WORKER_PARTITIONS as u64) as i16
+    bytes.iter().fold(OFFSET, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(PRIME)
+    })
 }
 
 /// Runs a job-partition tick's statement (`$1` partition, `$2` now, `$3`
@@ -142,14 +147,14 @@ macro_rules! release_lost_jobs {
                     priority, payload, tags, run_at, attempt, max_attempts, timeout_ms,
                     attempted_at, cancel_requested, last_error, created_at, finished_at,
                     unique_key, concurrency_key, pending_parents, suspended_until, signal_key,
-                    on_timeout, has_children)
+                    on_timeout, has_children, cost)
                 SELECT id, partition, kind, queue,
                     (CASE WHEN cancel_requested THEN 'cancelled' ELSE 'dead' END)
                         ::trawl_jobs.job_state,
                     priority, payload, tags, run_at, attempt, max_attempts, timeout_ms,
                     attempted_at, cancel_requested, why, created_at, COALESCE($2, now()),
                     unique_key, concurrency_key, pending_parents, suspended_until, signal_key,
-                    on_timeout, has_children
+                    on_timeout, has_children, cost
                 FROM gone
             ), lost_jobs AS (
                 SELECT count(*) AS n FROM lost
