@@ -39,8 +39,8 @@ struct Round {
     failures: u32,
     /// The jobs claimed, or `None` if the manager stopped first.
     jobs: Option<Vec<ClaimedJob>>,
-    /// How many the claim asked for.
-    wanted: usize,
+    /// The claim found fewer jobs than it asked for.
+    dry: bool,
     /// How long the claim statement took.
     took: Duration,
 }
@@ -125,7 +125,7 @@ pub(crate) async fn claim_loop(
                 let Some(jobs) = round.jobs else { continue };
                 claim_micros.add(round.took);
                 shared.stats.claimed.fetch_add(jobs.len() as u64, Ordering::Relaxed);
-                dry = jobs.len() < round.wanted;
+                dry = round.dry;
                 for job in jobs {
                     match reserved.split(1) {
                         Some(permit) if !stop.is_cancelled() => {
@@ -175,7 +175,7 @@ async fn claim_round(
         conn,
         failures,
         jobs: None,
-        wanted: 0,
+        dry: false,
         took: Duration::ZERO,
     };
     if wanted == 0 {
@@ -209,6 +209,7 @@ async fn claim_round(
                     tracing::info!(released, "released jobs claimed on a lost connection");
                 }
             }
+            let (skip, probes) = shared.breakers.plan();
             let sent = Instant::now();
             let request = ClaimRequest {
                 worker_id: &config.worker_id,
@@ -217,7 +218,7 @@ async fn claim_round(
                 lease: config.lease,
                 default_timeout: config.job_timeout,
                 now: None,
-                exclude_kinds: &[],
+                exclude_kinds: &skip,
                 only_kind: None,
             };
             let jobs = tokio::time::timeout(
@@ -227,12 +228,40 @@ async fn claim_round(
             .await
             .map_err(|_| "claim timed out".to_owned())?
             .map_err(|err| err.to_string())?;
-            Ok::<_, String>((jobs, sent.elapsed()))
+            let took = sent.elapsed();
+            let mut probed = Vec::new();
+            // A breaker that cooled down lets one job of its kind through.
+            for kind in &probes {
+                let Ok(permit) = shared.unrecorded.try_acquire() else {
+                    shared.breakers.probe_missed(kind);
+                    continue;
+                };
+                let request = ClaimRequest {
+                    max: 1,
+                    exclude_kinds: &[],
+                    only_kind: Some(kind),
+                    ..request
+                };
+                match claim_with(c, &request, shared.limits_of(&queue)).await {
+                    Ok(jobs) if !jobs.is_empty() => {
+                        permit.forget();
+                        probed.extend(jobs);
+                    }
+                    Ok(_) => shared.breakers.probe_missed(kind),
+                    Err(err) => {
+                        shared.breakers.probe_missed(kind);
+                        return Err(err.to_string());
+                    }
+                }
+            }
+            Ok::<_, String>((jobs, probed, took))
         }
         .await;
         match claimed {
-            Ok((jobs, took)) => {
+            Ok((mut jobs, probed, took)) => {
                 shared.unrecorded.add_permits(wanted - jobs.len());
+                let dry = jobs.len() < wanted;
+                jobs.extend(probed);
                 if failures > 0 {
                     tracing::info!("claiming again after {failures} failed tries");
                 }
@@ -241,7 +270,7 @@ async fn claim_round(
                     conn,
                     failures: 0,
                     jobs: Some(jobs),
-                    wanted,
+                    dry,
                     took,
                 };
             }

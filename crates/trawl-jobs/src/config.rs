@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use trawl_retry::RetryPolicy;
 
+use crate::breaker::BreakerConfig;
 use crate::error::{Error, Result};
 use crate::job::DEFAULT_QUEUE;
 
@@ -85,6 +86,10 @@ pub struct WorkerConfig {
     /// to the application. Default every 5 s: a cheap statistics read when
     /// nothing is due, and `SKIP_LOCKED` when another node vacuums.
     pub maintenance_interval: Option<Duration>,
+    /// The circuit breaker per job kind ([`BreakerConfig`]); `None` never
+    /// stops claiming a kind. Default: 5 failures in a row open it for
+    /// 30 s.
+    pub breaker: Option<BreakerConfig>,
 }
 
 /// The default retry backoff of jobs: 1 s doubling to 1 h, 20 % jitter.
@@ -120,6 +125,7 @@ impl Default for WorkerConfig {
             reconnect: RECONNECT,
             seed: None,
             maintenance_interval: Some(Duration::from_secs(5)),
+            breaker: Some(BreakerConfig::default()),
         }
     }
 }
@@ -186,6 +192,12 @@ impl WorkerConfig {
             return Err(Error::invalid(
                 "maintenance_interval",
                 "must be longer than 0 (None turns the tick off)",
+            ));
+        }
+        if self.breaker.is_some_and(|b| b.failures == 0) {
+            return Err(Error::invalid(
+                "breaker",
+                "failures must be at least 1 (None turns the breaker off)",
             ));
         }
         if self.claim_batch == 0 || self.claim_batch > 10_000 {

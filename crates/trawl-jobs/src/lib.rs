@@ -149,6 +149,7 @@
 //! removes; [`maintenance::run_once`] vacuums the hot tables when they
 //! need it, for servers whose autovacuum is off or too slow for a queue.
 
+mod breaker;
 mod claim;
 mod claimer;
 mod completer;
@@ -164,6 +165,7 @@ pub mod reconcile;
 mod registry;
 mod worker;
 
+pub use breaker::BreakerConfig;
 pub use claim::{ClaimedJob, Completion, OnTimeout, Outcome, claim, complete};
 pub use config::WorkerConfig;
 pub use error::{Error, Result};

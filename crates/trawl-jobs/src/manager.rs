@@ -36,6 +36,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use trawl_retry::Rng;
 
+use crate::breaker::{Breakers, Change};
 use crate::claim::{ClaimedJob, Completion, Limited, Outcome};
 use crate::completer::{Finished, run_completer};
 use crate::config::WorkerConfig;
@@ -157,6 +158,7 @@ impl WorkerManager {
             stats: Stats::default(),
             job_micros: SharedAverage::default(),
             limits: Mutex::new(HashMap::new()),
+            breakers: Breakers::new(config.breaker),
             config,
         });
         shared.read_limits(&mut conn).await?;
@@ -227,6 +229,8 @@ pub(crate) struct Shared {
     /// The limits each queue's claims take into account, read at the start
     /// and at every heartbeat.
     limits: Mutex<HashMap<String, Limited>>,
+    /// The circuit breaker of each job kind.
+    pub(crate) breakers: Breakers,
 }
 
 /// A job leased to the manager.
@@ -243,6 +247,35 @@ struct Status {
 }
 
 impl Shared {
+    /// Feeds an attempt's end to its kind's breaker, and reports a change.
+    fn breaker_record(&self, kind: &str, outcome: &Outcome, ran: bool) {
+        let failed = match outcome {
+            Outcome::Succeeded | Outcome::Skipped(_) => false,
+            Outcome::Retry { .. } | Outcome::Dead(_) if ran => true,
+            _ => return,
+        };
+        match self.breakers.record(kind, failed) {
+            Some(Change::Opened(kind)) => {
+                self.stats.breakers_opened.fetch_add(1, Ordering::Relaxed);
+                let cool_down = self.config.breaker.map(|b| b.cool_down).unwrap_or_default();
+                tracing::warn!(
+                    worker_id = %self.config.worker_id,
+                    kind,
+                    ?cool_down,
+                    "circuit breaker opened: not claiming this kind for the cool-down"
+                );
+            }
+            Some(Change::Closed(kind)) => {
+                tracing::info!(
+                    worker_id = %self.config.worker_id,
+                    kind,
+                    "circuit breaker closed: claiming this kind again"
+                );
+            }
+            None => {}
+        }
+    }
+
     /// The limits of `queue` as last read.
     pub(crate) fn limits_of(&self, queue: &str) -> Limited {
         let limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
@@ -376,6 +409,7 @@ pub(crate) struct Stats {
     pub(crate) suspended: AtomicU64,
     pub(crate) stale: AtomicU64,
     pub(crate) abandoned: AtomicU64,
+    pub(crate) breakers_opened: AtomicU64,
 }
 
 impl Stats {
@@ -420,6 +454,8 @@ pub struct WorkerStats {
     /// Outcomes the database kept refusing (not a lost connection): given
     /// up, their jobs left to lease expiry.
     pub abandoned: u64,
+    /// Times a job kind's circuit breaker opened.
+    pub breakers_opened: u64,
 }
 
 /// A manager's health.
@@ -440,6 +476,9 @@ pub struct WorkerHealth {
     pub workers: Vec<(String, bool)>,
     /// Whether it still claims jobs (it stops at shutdown).
     pub claiming: bool,
+    /// The job kinds whose circuit breaker is open (or letting a probe
+    /// through), sorted: the manager does not claim them.
+    pub open_breakers: Vec<String>,
 }
 
 /// What [`WorkerHandle::shutdown`] did.
@@ -508,6 +547,7 @@ impl WorkerHandle {
             running: self.running(),
             workers,
             claiming,
+            open_breakers: self.shared.breakers.open(),
         }
     }
 
@@ -526,6 +566,7 @@ impl WorkerHandle {
             suspended: get(&s.suspended),
             stale: get(&s.stale),
             abandoned: get(&s.abandoned),
+            breakers_opened: get(&s.breakers_opened),
         }
     }
 
@@ -755,8 +796,9 @@ pub(crate) fn spawn_job(
     shared.clone().jobs.spawn(
         async move {
             let began = Instant::now();
-            let outcome = run_job(&shared, &ctx, payload).await;
+            let (outcome, ran) = run_job(&shared, &ctx, payload).await;
             shared.job_micros.add(began.elapsed());
+            shared.breaker_record(ctx.kind(), &outcome, ran);
             let id = ctx.id();
             if let Some(held) = shared
                 .held
@@ -782,8 +824,9 @@ pub(crate) fn spawn_job(
     );
 }
 
-/// Runs one attempt and says how to record it.
-async fn run_job(shared: &Shared, ctx: &JobContext, payload: serde_json::Value) -> Outcome {
+/// Runs one attempt and says how to record it, and whether the worker ran
+/// (a bad payload or an unknown kind never reaches it).
+async fn run_job(shared: &Shared, ctx: &JobContext, payload: serde_json::Value) -> (Outcome, bool) {
     let Some(worker) = shared.workers.get(ctx.kind()) else {
         let error = format!(
             "no worker is registered for job kind '{}' on worker '{}'",
@@ -791,13 +834,13 @@ async fn run_job(shared: &Shared, ctx: &JobContext, payload: serde_json::Value) 
             shared.config.worker_id
         );
         tracing::warn!(job_id = ctx.id(), kind = ctx.kind(), "{error}: dead letter");
-        return Outcome::Dead(error);
+        return (Outcome::Dead(error), false);
     };
     let future = match worker.start(ctx.clone(), payload) {
         Ok(future) => future,
         Err(error) => {
             tracing::warn!(job_id = ctx.id(), "{error}: dead letter");
-            return Outcome::Dead(error);
+            return (Outcome::Dead(error), false);
         }
     };
     let ran = tokio::select! {
@@ -809,7 +852,7 @@ async fn run_job(shared: &Shared, ctx: &JobContext, payload: serde_json::Value) 
             None
         }
     };
-    match ran {
+    let outcome = match ran {
         Some(Ok(result)) => decide(shared, ctx, result),
         Some(Err(panic)) => {
             let message = panic
@@ -839,7 +882,8 @@ async fn run_job(shared: &Shared, ctx: &JobContext, payload: serde_json::Value) 
                 Outcome::Released("released at worker shutdown".to_owned())
             }
         },
-    }
+    };
+    (outcome, true)
 }
 
 /// The outcome of what the worker returned.
