@@ -25,14 +25,17 @@ const UNIQUE_TRIES: u32 = 8;
 
 /// Enqueues one job with parents or a unique key on `conn` (inside the
 /// caller's transaction, or on its own). Returns the new job's id, or the
-/// id of the live job that holds its unique key.
-pub(crate) async fn enqueue_flow_job(conn: &mut PgConnection, job: &NewJob) -> Result<i64> {
+/// id of the job that holds its unique key.
+pub(crate) async fn enqueue_flow_job(
+    conn: &mut PgConnection,
+    job: &NewJob,
+) -> Result<EnqueueOutcome> {
     let parents = Parents::lock(conn, &job.parents).await?;
     let id = match &job.unique {
         None => None,
         Some(unique) => match take_unique_key(conn, &unique.key, unique.window).await? {
             Taken::New(id) => Some(id),
-            Taken::Held(holder) => return Ok(holder),
+            Taken::Held(holder) => return Ok(EnqueueOutcome::Duplicate(holder)),
         },
     };
     let state = if parents.waiting > 0 {
@@ -77,7 +80,26 @@ pub(crate) async fn enqueue_flow_job(conn: &mut PgConnection, job: &NewJob) -> R
     if let Some(why) = parents.doomed {
         finish_jobs(conn, &[id], &[Some(why)], JobState::Cancelled, None).await?;
     }
-    Ok(id)
+    Ok(EnqueueOutcome::Enqueued(id))
+}
+
+/// What an enqueue did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// The job was enqueued with this id.
+    Enqueued(i64),
+    /// Another job holds the unique key: nothing was enqueued; this is the
+    /// holder's id.
+    Duplicate(i64),
+}
+
+impl EnqueueOutcome {
+    /// The id of the job enqueued, or of the one that holds the key.
+    pub fn id(self) -> i64 {
+        match self {
+            EnqueueOutcome::Enqueued(id) | EnqueueOutcome::Duplicate(id) => id,
+        }
+    }
 }
 
 /// What the parents of a new job say about it.

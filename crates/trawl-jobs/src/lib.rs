@@ -160,6 +160,7 @@ mod job;
 mod limits;
 pub mod maintenance;
 mod manager;
+mod periodic;
 mod queue;
 pub mod reconcile;
 mod registry;
@@ -169,12 +170,14 @@ pub use breaker::BreakerConfig;
 pub use claim::{ClaimedJob, Completion, OnTimeout, Outcome, claim, complete};
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
+pub use flow::EnqueueOutcome;
 pub use job::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, JobRow, JobState, NewJob, Priority, UniqueKey,
     UniqueWindow,
 };
 pub use limits::{Budget, BudgetScope, OnFull, QueueLimits};
 pub use manager::{ShutdownReport, WorkerHandle, WorkerHealth, WorkerManager, WorkerStats};
+pub use periodic::{Periodic, PeriodicJob, Schedule};
 pub use queue::{CancelOutcome, JobFilter, JobPage, JobQueue, NOTIFY_CHANNEL, QueueStatistics};
 pub use worker::{
     JobContext, JobResult, MetricSummary, StopReason, Worker, WorkerFn, Workers, worker_fn,

@@ -9,6 +9,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
 use crate::error::{Error, Result};
+use crate::flow::EnqueueOutcome;
 use crate::job::{JOB_COLUMNS, JobRow, JobState, NewJob, Priority};
 
 /// The channel on which an enqueue wakes idle workers; the payload is the
@@ -123,6 +124,21 @@ impl JobQueue {
         Ok(ids[0])
     }
 
+    /// Enqueues one job and says whether it was enqueued or another job
+    /// holds its unique key (see [`NewJob::unique_key`]).
+    pub async fn enqueue_unique(&self, job: NewJob) -> Result<EnqueueOutcome> {
+        job.validate()?;
+        let mut tx = self.pool.begin().await?;
+        crate::limits::wait_for_room(&mut tx, std::slice::from_ref(&job)).await?;
+        set_concurrency_caps(&mut tx, std::slice::from_ref(&job)).await?;
+        let outcome = crate::flow::enqueue_flow_job(&mut tx, &job).await?;
+        if let EnqueueOutcome::Enqueued(_) = outcome {
+            crate::registry::notify(&mut tx, &[job.queue.as_str()]).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
     /// Enqueues many jobs in few round trips (one statement per 10,000
     /// jobs); returns their ids in order.
     pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<i64>> {
@@ -154,7 +170,7 @@ impl JobQueue {
                 ids.extend(insert_batch(conn, &rest[..plain]).await?);
                 rest = &rest[plain..];
             } else {
-                ids.push(crate::flow::enqueue_flow_job(conn, &rest[0]).await?);
+                ids.push(crate::flow::enqueue_flow_job(conn, &rest[0]).await?.id());
                 rest = &rest[1..];
             }
         }

@@ -12,7 +12,8 @@ use trawl_jobs::reconcile::{
     JOB_PARTITIONS, dependency, edge_cancel_dispatcher, edge_cancel_reconciler, suspension_timeout,
 };
 use trawl_jobs::{
-    Completion, Error, JobQueue, JobState, NewJob, OnTimeout, Outcome, claim, complete,
+    Completion, EnqueueOutcome, Error, JobQueue, JobState, NewJob, OnTimeout, Outcome, claim,
+    complete,
 };
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -410,6 +411,13 @@ async fn a_while_live_key_is_free_once_its_job_ends_and_a_period_key_is_not() {
     assert_eq!(
         queue.enqueue(job("a").unique_key("live")).await.unwrap(),
         live
+    );
+    assert_eq!(
+        queue
+            .enqueue_unique(job("a").unique_key("live"))
+            .await
+            .unwrap(),
+        EnqueueOutcome::Duplicate(live)
     );
     claim_all(&mut conn).await;
     finish(&mut conn, live, 1, Outcome::Succeeded).await;
