@@ -296,7 +296,9 @@ impl JobQueue {
     /// attempts again as it had in all: attempt numbers go on from the last
     /// one and `max_attempts` grows by the job's `max_attempts`, so that
     /// `job_attempts` keeps one row per attempt and a late completion of an
-    /// earlier attempt can never match a new one. Returns whether it did.
+    /// earlier attempt can never match a new one. Children it has that were
+    /// not cancelled yet wait for it again (those already cancelled stay
+    /// so). Returns whether it did.
     pub async fn retry(&self, id: i64) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let moved = sqlx::query(
@@ -318,6 +320,11 @@ impl JobQueue {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = &moved {
+            // Children not cancelled yet wait for the job again.
+            sqlx::query("DELETE FROM trawl_jobs.cancel_propagation WHERE parent_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             let queue: String = row.try_get("queue")?;
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(NOTIFY_CHANNEL)

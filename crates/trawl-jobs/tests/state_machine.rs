@@ -11,7 +11,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -20,7 +20,8 @@ use proptest::sample::Index;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use sqlx::{PgConnection, PgPool, Row};
 use trawl_jobs::reconcile::{
-    self, JOB_PARTITIONS, attempt_timeout, lease_expiry, worker_registry_ttl_sweep,
+    self, JOB_PARTITIONS, attempt_timeout, edge_cancel_dispatcher, lease_expiry,
+    worker_registry_ttl_sweep,
 };
 use trawl_jobs::{
     CancelOutcome, Completion, JobQueue, NewJob, OnTimeout, Outcome, Priority, claim, complete,
@@ -63,10 +64,16 @@ enum Op {
         delay: Option<i64>,
         timeout: Option<i64>,
     },
+    /// A job that depends on one or two jobs enqueued before.
+    EnqueueChild {
+        parents: Vec<Index>,
+    },
     Claim {
         worker: u8,
         max: u32,
     },
+    /// The edge_cancel_dispatcher tick, run until it has nothing left.
+    Dispatch,
     Complete {
         job: Index,
         outcome: u8,
@@ -105,7 +112,10 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(priority, max_attempts, delay, timeout)| Op::Enqueue {
                 priority, max_attempts, delay, timeout,
             }),
+        2 => prop::collection::vec(any::<Index>(), 1..=2)
+            .prop_map(|parents| Op::EnqueueChild { parents }),
         4 => (0..WORKERS, 1u32..4).prop_map(|(worker, max)| Op::Claim { worker, max }),
+        1 => Just(Op::Dispatch),
         4 => (any::<Index>(), 0u8..7, prop_oneof![Just(0i64), Just(10)], sender)
             .prop_map(|(job, outcome, retry_delay, sender)| Op::Complete {
                 job, outcome, retry_delay, sender,
@@ -123,6 +133,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
+    Blocked,
     Pending,
     Running,
     Suspended,
@@ -134,6 +145,7 @@ enum State {
 impl State {
     fn name(self) -> &'static str {
         match self {
+            State::Blocked => "blocked",
             State::Pending => "pending",
             State::Running => "running",
             State::Suspended => "suspended",
@@ -166,6 +178,8 @@ struct ModelJob {
     lease_expires: i64,
     deadline: i64,
     cancel_requested: bool,
+    /// The jobs it depends on.
+    parents: Vec<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -176,6 +190,8 @@ struct Model {
     attempts: Vec<(i64, u32, String, String)>,
     /// Registered workers and their last heartbeat.
     workers: BTreeMap<String, i64>,
+    /// Dead or cancelled jobs whose children are still to be cancelled.
+    propagating: BTreeSet<i64>,
 }
 
 impl Model {
@@ -207,6 +223,64 @@ impl Model {
             State::Pending
         };
         self.attempts.push(row);
+        self.ended(id);
+    }
+
+    /// What a job's end does to its children: the last parent to succeed
+    /// makes a blocked child pending; a dead or cancelled parent queues the
+    /// cancellation of its children.
+    fn ended(&mut self, id: i64) {
+        match self.job(id).state {
+            State::Succeeded => {
+                let states: BTreeMap<i64, State> =
+                    self.jobs.iter().map(|j| (j.id, j.state)).collect();
+                for child in &mut self.jobs {
+                    if child.state == State::Blocked
+                        && child.parents.contains(&id)
+                        && child.parents.iter().all(|p| states[p] == State::Succeeded)
+                    {
+                        child.state = State::Pending;
+                    }
+                }
+            }
+            State::Dead | State::Cancelled => {
+                if self.jobs.iter().any(|j| j.parents.contains(&id)) {
+                    self.propagating.insert(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The dispatcher until nothing is left: waiting children of a
+    /// propagating parent are cancelled (and propagate in turn), running
+    /// ones are asked to stop.
+    fn dispatch(&mut self) -> u64 {
+        let mut changed = 0;
+        while let Some(parent) = self.propagating.pop_first() {
+            let children: Vec<i64> = self
+                .jobs
+                .iter()
+                .filter(|j| j.parents.contains(&parent))
+                .map(|j| j.id)
+                .collect();
+            for child in children {
+                let job = self.job(child);
+                match job.state {
+                    State::Blocked | State::Pending | State::Suspended => {
+                        job.state = State::Cancelled;
+                        changed += 1;
+                        self.ended(child);
+                    }
+                    State::Running if !job.cancel_requested => {
+                        job.cancel_requested = true;
+                        changed += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        changed
     }
 
     fn running(&self) -> Vec<i64> {
@@ -347,7 +421,63 @@ async fn apply(
                 lease_expires: 0,
                 deadline: 0,
                 cancel_requested: false,
+                parents: Vec::new(),
             });
+        }
+        Op::EnqueueChild { ref parents } => {
+            if model.jobs.is_empty() {
+                return Ok(());
+            }
+            let mut ids: Vec<i64> = parents
+                .iter()
+                .map(|p| model.jobs[p.index(model.jobs.len())].id)
+                .collect();
+            ids.dedup();
+            let id = queue
+                .enqueue(NewJob::new("k", serde_json::json!(step)).depends_on(ids.clone()))
+                .await
+                .unwrap();
+            let states: Vec<State> = ids.iter().map(|p| model.job(*p).state).collect();
+            let state = if states
+                .iter()
+                .any(|s| matches!(s, State::Dead | State::Cancelled))
+            {
+                State::Cancelled
+            } else if states.iter().all(|s| *s == State::Succeeded) {
+                State::Pending
+            } else {
+                State::Blocked
+            };
+            model.jobs.push(ModelJob {
+                id,
+                state,
+                priority: Priority::NORMAL.0,
+                run_at: RunAt::Real(step),
+                attempt: 0,
+                max_attempts: trawl_jobs::DEFAULT_MAX_ATTEMPTS,
+                timeout: DEFAULT_TIMEOUT_SECS,
+                lease_owner: None,
+                lease_expires: 0,
+                deadline: 0,
+                cancel_requested: false,
+                parents: ids,
+            });
+        }
+        Op::Dispatch => {
+            let mut changed = 0;
+            for _ in 0..10 {
+                let mut pass = 0;
+                for partition in 0..JOB_PARTITIONS {
+                    pass += edge_cancel_dispatcher::run_once(conn, partition, now)
+                        .await
+                        .unwrap();
+                }
+                if pass == 0 {
+                    break;
+                }
+                changed += pass;
+            }
+            prop_assert_eq!(changed, model.dispatch(), "dispatch at step {}", step);
         }
         Op::Claim { worker: w, max } => {
             let claimed = claim(
@@ -457,6 +587,7 @@ async fn apply(
             model
                 .attempts
                 .push((id, target.attempt, owner, name.to_owned()));
+            model.ended(id);
         }
         Op::Cancel { job } => {
             if model.jobs.is_empty() {
@@ -466,8 +597,9 @@ async fn apply(
             let got = queue.cancel(id).await.unwrap();
             let job = model.job(id);
             let want = match job.state {
-                State::Pending | State::Suspended => {
+                State::Pending | State::Suspended | State::Blocked => {
                     job.state = State::Cancelled;
+                    model.ended(id);
                     CancelOutcome::Cancelled
                 }
                 State::Running => {
@@ -502,6 +634,7 @@ async fn apply(
                 job.max_attempts += job.attempt;
                 job.run_at = RunAt::Real(step);
                 job.cancel_requested = false;
+                model.propagating.remove(&id);
             }
             prop_assert_eq!(got, want, "retry at step {}", step);
         }
@@ -608,7 +741,8 @@ async fn apply(
 async fn run_case(pool: &PgPool, ops: &[Op]) -> Result<(), TestCaseError> {
     sqlx::query(
         "TRUNCATE trawl_jobs.jobs, trawl_jobs.jobs_finished, trawl_jobs.job_attempts,
-            trawl_jobs.workers RESTART IDENTITY",
+            trawl_jobs.workers, trawl_jobs.job_edges, trawl_jobs.cancel_propagation,
+            trawl_jobs.unique_keys RESTART IDENTITY",
     )
     .execute(pool)
     .await
