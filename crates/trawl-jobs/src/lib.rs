@@ -154,6 +154,7 @@ mod claimer;
 mod completer;
 mod config;
 mod error;
+pub mod events;
 mod flow;
 mod job;
 pub mod maintenance;
@@ -166,6 +167,7 @@ mod worker;
 pub use claim::{ClaimedJob, Completion, OnTimeout, Outcome, claim, complete};
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
+pub use events::{ClusterEvent, ClusterEvents, EVENTS_CHANNEL, LeaveReason};
 pub use job::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, JobRow, JobState, NewJob, Priority, UniqueKey,
     UniqueWindow,
