@@ -93,7 +93,7 @@ pub enum ClusterEvent {
         /// Its last error, if it has one.
         error: Option<String>,
     },
-    /// The lease of a singleton duty (`trawl_jobs::leader`) went to
+    /// The lease of a singleton duty ([`leader`](crate::leader)) went to
     /// another node, or was given up.
     #[non_exhaustive]
     LeadershipChanged {

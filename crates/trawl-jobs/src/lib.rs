@@ -157,6 +157,7 @@ mod error;
 pub mod events;
 mod flow;
 mod job;
+pub mod leader;
 pub mod maintenance;
 mod manager;
 mod queue;
@@ -172,6 +173,7 @@ pub use job::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, JobRow, JobState, NewJob, Priority, UniqueKey,
     UniqueWindow,
 };
+pub use leader::{LeaderConfig, Leadership};
 pub use manager::{ShutdownReport, WorkerHandle, WorkerHealth, WorkerManager, WorkerStats};
 pub use queue::{CancelOutcome, JobFilter, JobPage, JobQueue, NOTIFY_CHANNEL, QueueStatistics};
 pub use worker::{

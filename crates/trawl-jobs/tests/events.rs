@@ -1,7 +1,8 @@
 //! Cluster events against the real PostgreSQL: a subscriber sees workers
-//! join and leave (shutdown and sweep) and jobs die (a worker's outcome and
-//! a reconciler tick); it skips payloads it cannot parse, gets long errors
-//! cut to the payload limit, and reconnects after its connection is killed.
+//! join and leave (shutdown and sweep), jobs die (a worker's outcome and a
+//! reconciler tick) and leadership move; it skips payloads it cannot
+//! parse, gets long errors cut to the payload limit, and reconnects after
+//! its connection is killed.
 
 mod support;
 
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use trawl_jobs::leader::{LeaderConfig, Leadership};
 use trawl_jobs::reconcile::{self, JOB_PARTITIONS, lease_expiry, worker_registry_ttl_sweep};
 use trawl_jobs::{
     ClusterEvent, ClusterEvents, Completion, EVENTS_CHANNEL, JobQueue, JobResult, LeaveReason,
@@ -328,6 +330,53 @@ async fn a_long_error_is_cut_to_the_payload_limit_and_the_job_still_dies() {
         "kept {} characters",
         kept.chars().count()
     );
+}
+
+#[tokio::test]
+async fn leadership_takeovers_and_releases_are_announced() {
+    let Some(db) = support::db::fresh().await else {
+        return;
+    };
+    db.queue().await;
+    let mut events = subscribe(&db, "events").await;
+    let config = |holder: &str| LeaderConfig {
+        ttl: Duration::from_secs(2),
+        renew_every: Some(Duration::from_millis(200)),
+        ..LeaderConfig::new("periodic", holder)
+    };
+    let first = Leadership::start(db.pool.clone(), config("n1"))
+        .await
+        .unwrap();
+    assert!(first.is_leader());
+    let second = Leadership::start(db.pool.clone(), config("n2"))
+        .await
+        .unwrap();
+    assert!(!second.is_leader());
+    // Renewals are not announced: wait for a few of them.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let seen = until_marker(&mut events, &db.pool, "m1").await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        matches!(&seen[0], ClusterEvent::LeadershipChanged { name, holder: Some(h), .. } if name == "periodic" && h == "n1"),
+        "{seen:?}"
+    );
+
+    assert!(first.shutdown().await.unwrap());
+    let mut changes = second.changes();
+    tokio::time::timeout(Duration::from_secs(3), changes.wait_for(|leader| *leader))
+        .await
+        .expect("n2 takes over")
+        .unwrap();
+    let seen = until_marker(&mut events, &db.pool, "m2").await;
+    let holders: Vec<Option<&str>> = seen
+        .iter()
+        .map(|e| match e {
+            ClusterEvent::LeadershipChanged { holder, .. } => holder.as_deref(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(holders, [None, Some("n2")]);
+    assert!(second.shutdown().await.unwrap());
 }
 
 #[tokio::test]
