@@ -66,7 +66,9 @@ pub const EVENTS_CHANNEL: &str = "trawl_jobs_events";
 #[non_exhaustive]
 pub enum ClusterEvent {
     /// A worker manager started and registered itself
-    /// ([`WorkerManager::start`](crate::WorkerManager::start)).
+    /// ([`WorkerManager::start`](crate::WorkerManager::start)). (A worker
+    /// the sweep dropped while it was only slow is listed again by its
+    /// next heartbeat, without a new `WorkerJoined`.)
     #[non_exhaustive]
     WorkerJoined {
         /// The worker's id.

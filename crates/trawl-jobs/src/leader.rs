@@ -23,7 +23,7 @@
 //! [`Leadership::shutdown`] steps down and deletes the row, so the next
 //! contender takes over at its next try instead of after the `ttl`.
 //! Takeovers and releases are announced as
-//! [`ClusterEvent::LeadershipChanged`](crate::ClusterEvent::LeadershipChanged).
+//! [`ClusterEvent::LeadershipChanged`].
 //!
 //! ```no_run
 //! use std::time::Duration;
