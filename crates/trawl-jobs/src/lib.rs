@@ -148,6 +148,28 @@
 //! rows, but each job still leaves dead row versions that only a vacuum
 //! removes; [`maintenance::run_once`] vacuums the hot tables when they
 //! need it, for servers whose autovacuum is off or too slow for a queue.
+//!
+//! # Cluster events
+//!
+//! Every process on the database can follow what happens to the fleet
+//! with [`ClusterEvents::subscribe`]: workers joining and leaving (on
+//! shutdown, or dropped by the sweep), jobs becoming dead letters,
+//! leadership moving, circuit breakers opening and closing, each a
+//! [`ClusterEvent`] as JSON on [`EVENTS_CHANNEL`] (LISTEN/NOTIFY). Dead
+//! jobs are announced by a trigger on `trawl_jobs.jobs_finished`, so no
+//! path that kills a job can forget to; an event is sent at the commit of
+//! the transaction that caused it. Events are hints, not a log: one sent
+//! while a subscriber is disconnected is lost to it. See [`events`].
+//!
+//! # Leadership
+//!
+//! Some duties must run on one node at a time (a periodic enqueuer, a
+//! report). [`Leadership::start`] contends for a named lease in
+//! `trawl_jobs.leaders`; the holder renews it, and steps down by its own
+//! monotonic clock before the lease can expire when it cannot renew, so a
+//! node cut off from the database stops before another takes over. A
+//! shutdown releases the lease for the next contender at once. See
+//! [`leader`].
 
 mod breaker;
 mod claim;
@@ -155,12 +177,14 @@ mod claimer;
 mod completer;
 mod config;
 mod error;
+pub mod events;
 mod flow;
 mod job;
-mod limits;
+pub mod leader;
+pub mod limits;
 pub mod maintenance;
 mod manager;
-mod periodic;
+pub mod periodic;
 mod queue;
 pub mod reconcile;
 mod registry;
@@ -170,11 +194,13 @@ pub use breaker::BreakerConfig;
 pub use claim::{ClaimedJob, Completion, OnTimeout, Outcome, claim, complete};
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
+pub use events::{ClusterEvent, ClusterEvents, EVENTS_CHANNEL, LeaveReason};
 pub use flow::EnqueueOutcome;
 pub use job::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, JobRow, JobState, NewJob, Priority, UniqueKey,
     UniqueWindow,
 };
+pub use leader::{LeaderConfig, Leadership};
 pub use limits::{Budget, BudgetScope, OnFull, QueueLimits};
 pub use manager::{ShutdownReport, WorkerHandle, WorkerHealth, WorkerManager, WorkerStats};
 pub use periodic::{Periodic, PeriodicJob, Schedule};

@@ -9,7 +9,7 @@
 //!   its running jobs.
 //! - **`max_depth`** caps the pending jobs of a queue: an enqueue that would
 //!   pass it waits for room (up to `OnFull::Wait`'s limit) or fails at once
-//!   with [`Error::QueueFull`](crate::Error::QueueFull). Only producers are
+//!   with [`Error::QueueFull`]. Only producers are
 //!   slowed: claiming and completing never look at it. A batch larger than
 //!   the limit goes in whole once the queue is empty.
 //! - **Budgets** allow at most `max_cost` of job cost ([`NewJob::cost`],
@@ -77,9 +77,9 @@ impl Default for QueueLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnFull {
     /// Waits for room, at most this long, then fails with
-    /// [`Error::QueueFull`](crate::Error::QueueFull).
+    /// [`Error::QueueFull`].
     Wait(Duration),
-    /// Fails at once with [`Error::QueueFull`](crate::Error::QueueFull).
+    /// Fails at once with [`Error::QueueFull`].
     Fail,
 }
 
@@ -125,7 +125,7 @@ impl Budget {
 
     /// The budget partition of its scope (for the `budget_reset` tick):
     /// FNV-1a of `scope:target` mod
-    /// [`BUDGET_PARTITIONS`](crate::reconcile::BUDGET_PARTITIONS).
+    /// [`BUDGET_PARTITIONS`].
     pub fn partition(&self) -> i16 {
         let (scope, target) = self.scope.parts();
         let key = format!("{scope}:{target}");

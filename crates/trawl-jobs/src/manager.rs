@@ -41,6 +41,7 @@ use crate::claim::{ClaimedJob, Completion, Limited, Outcome};
 use crate::completer::{Finished, run_completer};
 use crate::config::WorkerConfig;
 use crate::error::{Error, Result};
+use crate::events::{ClusterEvent, publish};
 use crate::queue::NOTIFY_CHANNEL;
 use crate::registry::{WorkerRow, worker_deregister, worker_heartbeat, worker_register};
 use crate::worker::{JobContext, JobResult, MetricSummary, Metrics, StopReason, Workers};
@@ -254,7 +255,8 @@ impl Shared {
             Outcome::Retry { .. } | Outcome::Dead(_) if ran => true,
             _ => return,
         };
-        match self.breakers.record(kind, failed) {
+        let change = self.breakers.record(kind, failed);
+        match &change {
             Some(Change::Opened(kind)) => {
                 self.stats.breakers_opened.fetch_add(1, Ordering::Relaxed);
                 let cool_down = self.config.breaker.map(|b| b.cool_down).unwrap_or_default();
@@ -272,8 +274,26 @@ impl Shared {
                     "circuit breaker closed: claiming this kind again"
                 );
             }
-            None => {}
+            None => return,
         }
+        let worker_id = self.config.worker_id.clone();
+        let event = match change {
+            Some(Change::Opened(kind)) => ClusterEvent::BreakerOpened { worker_id, kind },
+            Some(Change::Closed(kind)) => ClusterEvent::BreakerClosed { worker_id, kind },
+            None => return,
+        };
+        // Best effort: the event is a hint, the breaker works without it.
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let published = tokio::time::timeout(Duration::from_secs(5), async {
+                let mut conn = pool.acquire().await?;
+                publish(&mut conn, &event).await
+            })
+            .await;
+            if !matches!(published, Ok(Ok(()))) {
+                tracing::debug!("cannot publish a breaker event");
+            }
+        });
     }
 
     /// The limits of `queue` as last read.

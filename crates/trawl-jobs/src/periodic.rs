@@ -148,7 +148,7 @@ pub struct Periodic {
 impl Periodic {
     /// Starts enqueueing `jobs` on `queue` (on the caller's tokio runtime).
     /// With `leader`, only while it says `true` (see the leadership of
-    /// the leader module). Fails if two jobs share a name or a job is
+    /// [`Leadership::changes`](crate::Leadership::changes)). Fails if two jobs share a name or a job is
     /// invalid.
     pub fn start(
         queue: JobQueue,

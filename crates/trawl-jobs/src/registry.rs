@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 
 use crate::error::Result;
+use crate::events::{ClusterEvent, LeaveReason, publish};
 use crate::queue::NOTIFY_CHANNEL;
 use crate::reconcile::worker_partition;
 
@@ -22,8 +23,9 @@ pub(crate) struct WorkerRow<'a> {
     pub(crate) running: u32,
 }
 
-/// Registers (or re-registers) a worker; returns when the row it replaced
-/// last heartbeated, if there was one.
+/// Registers (or re-registers) a worker and announces it
+/// ([`ClusterEvent::WorkerJoined`]); returns when the row it replaced last
+/// heartbeated, if there was one.
 pub(crate) async fn worker_register(
     conn: &mut PgConnection,
     worker: &WorkerRow<'_>,
@@ -49,6 +51,13 @@ pub(crate) async fn worker_register(
     .bind(worker.healthy)
     .bind(i32::try_from(worker.running).unwrap_or(i32::MAX))
     .execute(&mut *conn)
+    .await?;
+    publish(
+        conn,
+        &ClusterEvent::WorkerJoined {
+            worker_id: worker.id.to_owned(),
+        },
+    )
     .await?;
     Ok(previous)
 }
@@ -179,11 +188,26 @@ pub(crate) async fn notify(conn: &mut PgConnection, queues: &[&str]) -> Result<(
     Ok(())
 }
 
-/// Removes a worker from the registry.
+/// Removes a worker from the registry and, if it was listed, announces it
+/// ([`ClusterEvent::WorkerLeft`], reason `deregistered`), in one
+/// transaction.
 pub(crate) async fn worker_deregister(conn: &mut PgConnection, worker_id: &str) -> Result<()> {
-    sqlx::query("DELETE FROM trawl_jobs.workers WHERE id = $1")
+    let mut tx = conn.begin().await?;
+    let removed = sqlx::query("DELETE FROM trawl_jobs.workers WHERE id = $1")
         .bind(worker_id)
-        .execute(&mut *conn)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if removed > 0 {
+        publish(
+            &mut tx,
+            &ClusterEvent::WorkerLeft {
+                worker_id: worker_id.to_owned(),
+                reason: LeaveReason::Deregistered,
+            },
+        )
         .await?;
+    }
+    tx.commit().await?;
     Ok(())
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgPoolOptions;
 use trawl_jobs::{
-    BreakerConfig, JobContext, JobResult, NewJob, WorkerConfig, WorkerHandle, WorkerManager,
-    Workers, worker_fn,
+    BreakerConfig, ClusterEvent, ClusterEvents, JobContext, JobResult, NewJob, WorkerConfig,
+    WorkerHandle, WorkerManager, Workers, worker_fn,
 };
 use trawl_retry::RetryPolicy;
 
@@ -84,6 +84,7 @@ async fn a_failing_kind_is_paused_then_probed_then_resumed() {
         .connect_with(db.options())
         .await
         .unwrap();
+    let mut events = ClusterEvents::subscribe(&db.pool).await.unwrap();
     let handle = WorkerManager::new(pool, config, workers)
         .unwrap()
         .start()
@@ -134,6 +135,34 @@ async fn a_failing_kind_is_paused_then_probed_then_resumed() {
     })
     .await;
     handle.shutdown(Duration::from_secs(5)).await;
+
+    // The changes went out as cluster events.
+    let mut breaker_events = Vec::new();
+    while breaker_events.len() < 2 {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("the breaker's events within 5 s")
+            .unwrap();
+        match event {
+            ClusterEvent::BreakerOpened {
+                worker_id, kind, ..
+            } => {
+                breaker_events.push(("opened", worker_id, kind));
+            }
+            ClusterEvent::BreakerClosed {
+                worker_id, kind, ..
+            } => {
+                breaker_events.push(("closed", worker_id, kind));
+            }
+            _ => {}
+        }
+    }
+    let flaky_kind = |what: &str| (what.to_owned(), "breaker".to_owned(), "flaky".to_owned());
+    let seen: Vec<(String, String, String)> = breaker_events
+        .into_iter()
+        .map(|(what, w, k)| (what.to_owned(), w, k))
+        .collect();
+    assert_eq!(seen, [flaky_kind("opened"), flaky_kind("closed")]);
 
     let starts = flaky_starts.lock().unwrap().clone();
     let quiet =

@@ -230,7 +230,8 @@ impl Model {
     /// makes a blocked child pending; a dead or cancelled parent queues the
     /// cancellation of its children.
     fn ended(&mut self, id: i64) {
-        match self.job(id).state {
+        let state = self.job(id).state;
+        match state {
             State::Succeeded => {
                 let states: BTreeMap<i64, State> =
                     self.jobs.iter().map(|j| (j.id, j.state)).collect();
@@ -243,10 +244,8 @@ impl Model {
                     }
                 }
             }
-            State::Dead | State::Cancelled => {
-                if self.jobs.iter().any(|j| j.parents.contains(&id)) {
-                    self.propagating.insert(id);
-                }
+            State::Dead | State::Cancelled if self.jobs.iter().any(|j| j.parents.contains(&id)) => {
+                self.propagating.insert(id);
             }
             _ => {}
         }

@@ -9,7 +9,7 @@
 //! parents. Only jobs blocked (or last checked) longer ago than
 //! [`STALE`] are looked at, so that it never races a finish in flight.
 //! It walks one partition's range of the `jobs_blocked_checked` index, at
-//! most [`BATCH`](super::BATCH) jobs.
+//! most [`BATCH`] jobs.
 //!
 //! A parent that no longer exists at all (pruned) counts as succeeded:
 //! only finished jobs are pruned, and a dead or cancelled one would have

@@ -4,7 +4,7 @@
 //! A job that ends dead or cancelled while it has children gets a row in
 //! `trawl_jobs.cancel_propagation` (in the transaction that ends it). Each
 //! tick takes up to [`PARENTS`] such rows of one partition (the parent's)
-//! and up to [`BATCH`](super::BATCH) of their live children: waiting ones
+//! and up to [`BATCH`] of their live children: waiting ones
 //! (blocked, pending, suspended) are cancelled, which queues their own
 //! children in turn, so a cancel walks down a tree one level per tick;
 //! running ones are asked to stop at their worker's next heartbeat. A row

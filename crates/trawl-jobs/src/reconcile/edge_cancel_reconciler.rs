@@ -7,7 +7,7 @@
 //! the job. It looks at the parents of one partition that ended in the last
 //! [`LOOKBACK`], but longer ago than [`STALE`] (so as not to race the
 //! dispatcher), through the `jobs_finished_dead_parents` index, at most
-//! [`BATCH`](super::BATCH) of them.
+//! [`BATCH`] of them.
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //!
 //! The tick walks one partition's range of the `jobs_suspended_until`
 //! index (`(partition, suspended_until) WHERE state = 'suspended'`),
-//! earliest deadline first, at most [`BATCH`](super::BATCH) jobs.
+//! earliest deadline first, at most [`BATCH`] jobs.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;

@@ -12,6 +12,10 @@
 //! listed. A job its worker claimed after the statement's snapshot is
 //! left to [`lease_expiry`](super::lease_expiry).
 //!
+//! Each worker dropped is announced as
+//! [`ClusterEvent::WorkerLeft`](crate::ClusterEvent::WorkerLeft) with the
+//! reason `swept`, at the commit of the tick's transaction.
+//!
 //! A worker that was only slow registers again with its next heartbeat,
 //! which renews none of the jobs taken from it (they are no longer its
 //! leases); their late completions are ignored.
@@ -60,8 +64,12 @@ pub const SQL: &str = concat!(
                     AND NOT EXISTS (SELECT 1 FROM lost WHERE lost.id = j.id)
             )
         RETURNING w.id
+    ), announced AS (
+        SELECT trawl_jobs.publish_event(jsonb_build_object(
+            'event', 'worker_left', 'worker_id', id, 'reason', 'swept')) AS sent
+        FROM dropped
     )
-    SELECT (SELECT n FROM lost_jobs) + (SELECT count(*) FROM dropped)"
+    SELECT (SELECT n FROM lost_jobs) + (SELECT count(sent) FROM announced)"
 );
 
 /// [`run_once_with`] with the [`DEFAULT_TTL`].
@@ -78,8 +86,10 @@ pub async fn run_once(
 /// taking their running jobs back: each job gets an attempt row
 /// `worker_lost` naming the worker, then goes back to `pending` at once if
 /// it has attempts left, else to the dead letters (cancelled instead if a
-/// cancel was requested meanwhile). Returns the rows it changed: jobs
-/// released plus workers dropped.
+/// cancel was requested meanwhile). Each worker dropped is announced
+/// ([`ClusterEvent::WorkerLeft`](crate::ClusterEvent::WorkerLeft), reason
+/// `swept`). Returns the rows it changed: jobs released plus workers
+/// dropped.
 ///
 /// Refuses a partition outside `0..`[`WORKER_PARTITIONS`] and a zero TTL.
 pub async fn run_once_with(

@@ -1,4 +1,5 @@
-//! Test support: a fresh database per test on the real PostgreSQL.
+//! Test support: a fresh database per test on the real PostgreSQL, and a
+//! proxy to cut a node off it.
 
 #![allow(
     dead_code,
@@ -6,3 +7,4 @@
 )]
 
 pub(crate) mod db;
+pub(crate) mod proxy;
