@@ -21,6 +21,12 @@
 //!   (moves them to a finished table and records their attempts, as the
 //!   queue does) in raw SQL. Both start from `N` pending jobs in a table
 //!   just vacuumed and analyzed.
+//! - `process-limited URL --jobs N`: `process` with limits configured that
+//!   never bind (a cap of 1,000,000 running jobs on the queue, budgets of
+//!   10^15 per second on the queue and on the job kind), so that claims
+//!   take the limited path (a transaction that locks the queue's settings
+//!   and its budgets, counts its running jobs and charges the budgets):
+//!   the cost of limits against `process` in the same run.
 //! - `sustained URL --seconds S --interval I`: a [`WorkerManager`] with the
 //!   defaults claims and completes for `S` seconds while a producer keeps
 //!   [`BACKLOG`] jobs pending; whatever keeps the hot table small is the
@@ -48,7 +54,8 @@ use sqlx::{AssertSqlSafe, ConnectOptions as _, Connection as _, PgConnection, Pg
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use trawl_jobs::{
-    JobQueue, JobResult, NewJob, WorkerConfig, WorkerManager, Workers, maintenance, worker_fn,
+    Budget, BudgetScope, DEFAULT_QUEUE, JobQueue, JobResult, NewJob, QueueLimits, WorkerConfig,
+    WorkerManager, Workers, maintenance, worker_fn,
 };
 
 /// The kind of every job of the bench; its worker does nothing.
@@ -135,6 +142,7 @@ usage: jobsbench info URL
        jobsbench enqueue URL --jobs N
        jobsbench copy URL --jobs N
        jobsbench process URL --jobs N [--max-concurrent N --claim-batch N]
+       jobsbench process-limited URL --jobs N [--max-concurrent N --claim-batch N]
        jobsbench pgbench URL --jobs N --clients C --script FILE
        jobsbench sustained URL --seconds S --interval S
        jobsbench latency URL --samples N --gap-ms MS
@@ -160,6 +168,7 @@ enum Bench {
     Process {
         jobs: u64,
         sizes: Option<(usize, u32)>,
+        limited: bool,
     },
     Pgbench {
         jobs: u64,
@@ -231,7 +240,7 @@ fn parse<'a>(args: &[&'a str]) -> Option<(&'a str, Bench)> {
                 Bench::Copy { jobs }
             }
         }
-        "process" => {
+        "process" | "process-limited" => {
             // The two sizes are for finding what limits the rate; xtask
             // runs the defaults.
             let (jobs, sizes) = match rest.len() {
@@ -246,6 +255,7 @@ fn parse<'a>(args: &[&'a str]) -> Option<(&'a str, Bench)> {
             Bench::Process {
                 jobs: number(jobs)?,
                 sizes,
+                limited: command == "process-limited",
             }
         }
         "pgbench" => {
@@ -306,7 +316,11 @@ async fn run(url: &str, bench: Bench) -> Result<String> {
         Bench::Info => unreachable!("answered above"),
         Bench::Enqueue { jobs } => enqueue(&db, jobs).await,
         Bench::Copy { jobs } => copy(&db, jobs).await,
-        Bench::Process { jobs, sizes } => process(&db, jobs, sizes).await,
+        Bench::Process {
+            jobs,
+            sizes,
+            limited,
+        } => process(&db, jobs, sizes, limited).await,
         Bench::Pgbench {
             jobs,
             clients,
@@ -496,8 +510,27 @@ fn counting_workers(processed: Arc<AtomicU64>, at: u64, done: Arc<Notify>) -> Wo
     workers
 }
 
-async fn process(db: &FreshDb, n: u64, sizes: Option<(usize, u32)>) -> Result<String> {
+async fn process(
+    db: &FreshDb,
+    n: u64,
+    sizes: Option<(usize, u32)>,
+    limited: bool,
+) -> Result<String> {
     let queue = db.queue().await?;
+    if limited {
+        let limits = QueueLimits {
+            max_running: Some(1_000_000),
+            ..QueueLimits::default()
+        };
+        queue.set_queue_limits(DEFAULT_QUEUE, &limits).await?;
+        for scope in [
+            BudgetScope::Queue(DEFAULT_QUEUE.to_owned()),
+            BudgetScope::Kind(KIND.to_owned()),
+        ] {
+            let budget = Budget::new(scope, 1_000_000_000_000_000, Duration::from_secs(1));
+            queue.set_budget(&budget).await?;
+        }
+    }
     queue.enqueue_many(new_jobs(0, n)).await?;
     maintenance::vacuum_hot_tables(&db.pool).await?;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{Acquire, AssertSqlSafe, PgConnection, Row};
+use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use crate::error::Result;
 use crate::job::Priority;
@@ -210,116 +210,87 @@ impl Limited {
     }
 }
 
-/// The claim statement. `$7` kinds to skip, `$8` the only kind (or NULL),
-/// `$9` the queue's cap on running jobs (or NULL), `$10`/`$11` the room
-/// left in kind budgets, `$12` the room left in the queue's budget. A
-/// concurrency key lets a job start only while fewer than its cap of live
-/// jobs with the key have a lower id.
-const CLAIM_SQL: &str = "
-    WITH next AS (
-        SELECT id, kind, cost, priority, run_at FROM trawl_jobs.jobs j
-        WHERE state = 'pending' AND queue = $1 AND run_at <= COALESCE($5, now())
-            AND kind <> ALL($7::text[]) AND ($8::text IS NULL OR kind = $8)
-            AND (j.concurrency_key IS NULL OR (
-                SELECT count(*) FROM (
-                    SELECT 1 FROM trawl_jobs.jobs o
-                    WHERE o.concurrency_key = j.concurrency_key AND o.id < j.id
-                    LIMIT 100000
-                ) older
-            ) < COALESCE((
-                SELECT max_running FROM trawl_jobs.concurrency_keys k
-                WHERE k.key = j.concurrency_key
-            ), 1))
-        ORDER BY priority DESC, run_at, id
-        LIMIT CASE WHEN $9::int IS NULL THEN $2 ELSE least($2, greatest(0, $9 - (
-            SELECT count(*) FROM trawl_jobs.jobs WHERE queue = $1 AND state = 'running'))) END
-        FOR UPDATE SKIP LOCKED
-    ), ranked AS (
-        SELECT id, kind,
-            sum(cost) OVER (ORDER BY priority DESC, run_at, id) AS total,
-            sum(cost) OVER (PARTITION BY kind ORDER BY priority DESC, run_at, id) AS per_kind
-        FROM next
-    ), chosen AS (
-        SELECT r.id FROM ranked r
-        LEFT JOIN unnest($10::text[], $11::bigint[]) AS b(kind, room) ON b.kind = r.kind
-        WHERE ($12::bigint IS NULL OR r.total <= $12)
-            AND (b.room IS NULL OR r.per_kind <= b.room)
+/// The claim statement of a queue without limits (those go through
+/// `trawl_jobs.claim_limited`, schema version 3), with only the filters a
+/// claim needs: a parameter that can be NULL or empty (`$x IS NULL OR …`)
+/// leaves the planner guessing in the generic plan of a prepared
+/// statement, and its guess (the whole index, above `jit_above_cost`)
+/// makes every claim pay for a JIT compilation. `$7` kinds to skip, `$8`
+/// the only kind. A concurrency key lets a job start only while fewer than
+/// its cap of live jobs with the key have a lower id.
+fn claim_sql(skip_kinds: bool, only_kind: bool) -> String {
+    let mut filters = String::new();
+    if skip_kinds {
+        filters.push_str(" AND kind <> ALL($7::text[])");
+    }
+    if only_kind {
+        filters.push_str(" AND kind = $8");
+    }
+    format!(
+        "WITH next AS (
+            SELECT id FROM trawl_jobs.jobs j
+            WHERE state = 'pending' AND queue = $1 AND run_at <= COALESCE($5, now()){filters}
+                AND (j.concurrency_key IS NULL OR (
+                    SELECT count(*) FROM (
+                        SELECT 1 FROM trawl_jobs.jobs o
+                        WHERE o.concurrency_key = j.concurrency_key AND o.id < j.id
+                        LIMIT 100000
+                    ) older
+                ) < COALESCE((
+                    SELECT max_running FROM trawl_jobs.concurrency_keys k
+                    WHERE k.key = j.concurrency_key
+                ), 1))
+            ORDER BY priority DESC, run_at, id
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE trawl_jobs.jobs j SET
+            state = 'running',
+            attempt = j.attempt + 1,
+            lease_owner = $3,
+            lease_expires_at = COALESCE($5, now()) + $4 * interval '1 millisecond',
+            attempted_at = COALESCE($5, now()),
+            deadline_at = COALESCE($5, now())
+                + COALESCE(j.timeout_ms, $6) * interval '1 millisecond'
+        FROM next WHERE j.id = next.id
+        RETURNING j.id, j.kind, j.queue, j.priority, j.payload, j.run_at, j.attempt,
+            j.max_attempts, COALESCE(j.timeout_ms, $6) AS timeout_ms, j.lease_expires_at"
     )
-    UPDATE trawl_jobs.jobs j SET
-        state = 'running',
-        attempt = j.attempt + 1,
-        lease_owner = $3,
-        lease_expires_at = COALESCE($5, now()) + $4 * interval '1 millisecond',
-        attempted_at = COALESCE($5, now()),
-        deadline_at = COALESCE($5, now())
-            + COALESCE(j.timeout_ms, $6) * interval '1 millisecond'
-    FROM chosen WHERE j.id = chosen.id
-    RETURNING j.id, j.kind, j.queue, j.priority, j.payload, j.run_at, j.attempt,
-        j.max_attempts, COALESCE(j.timeout_ms, $6) AS timeout_ms, j.lease_expires_at,
-        j.cost";
+}
 
-/// The claim of `request`, within the queue's `limits`: one statement for
-/// a queue without a cap or budgets; otherwise a transaction that first
-/// locks the queue's settings row and the budgets (so that concurrent
-/// claims count each other's jobs), then claims, then charges the budgets.
+/// The claim of `request`, within the queue's `limits`: one statement
+/// either way, the plain claim for a queue without a cap or budgets, else
+/// `trawl_jobs.claim_limited` (which locks the queue's settings and its
+/// budgets so that concurrent claims count each other's jobs, claims what
+/// fits, and charges the budgets).
 pub(crate) async fn claim_with(
     conn: &mut PgConnection,
     request: &ClaimRequest<'_>,
     limits: Limited,
 ) -> Result<Vec<ClaimedJob>> {
-    if limits == Limited::default() {
-        let rows = claim_rows(conn, request, None, &Rooms::default()).await?;
-        return claimed_jobs(&rows);
-    }
-    let mut tx = conn.begin().await?;
-    let cap: Option<i32> = if limits.capped {
-        sqlx::query_scalar(
-            "SELECT max_running FROM trawl_jobs.queues
-             WHERE name = $1 AND max_running IS NOT NULL FOR UPDATE",
-        )
-        .bind(request.queue)
-        .fetch_optional(&mut *tx)
-        .await?
+    let rows = if limits == Limited::default() {
+        claim_rows(conn, request).await?
     } else {
-        None
+        sqlx::query("SELECT * FROM trawl_jobs.claim_limited($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(request.queue)
+            .bind(i32::try_from(request.max).unwrap_or(i32::MAX))
+            .bind(request.worker_id)
+            .bind(millis(request.lease))
+            .bind(request.now)
+            .bind(millis(request.default_timeout))
+            .bind(request.exclude_kinds)
+            .bind(request.only_kind)
+            .fetch_all(&mut *conn)
+            .await?
     };
-    let rooms = if limits.budgeted {
-        Rooms::lock(&mut tx, request.queue, request.now).await?
-    } else {
-        Rooms::default()
-    };
-    let mut exclude = request.exclude_kinds.to_vec();
-    exclude.extend(rooms.exhausted_kinds());
-    let narrowed = ClaimRequest {
-        exclude_kinds: &exclude,
-        ..*request
-    };
-    let rows = if rooms.queue.is_some_and(|room| room <= 0) {
-        Vec::new()
-    } else {
-        claim_rows(&mut tx, &narrowed, cap, &rooms).await?
-    };
-    if limits.budgeted && !rows.is_empty() {
-        rooms
-            .charge(&mut tx, request.queue, &rows, request.now)
-            .await?;
-    }
-    tx.commit().await?;
     claimed_jobs(&rows)
 }
 
-async fn claim_rows(
-    conn: &mut PgConnection,
-    request: &ClaimRequest<'_>,
-    cap: Option<i32>,
-    rooms: &Rooms,
-) -> Result<Vec<PgRow>> {
-    let (kinds, kind_rooms): (Vec<&str>, Vec<i64>) = rooms
-        .kinds
-        .iter()
-        .map(|(kind, room)| (kind.as_str(), *room))
-        .unzip();
-    let rows = sqlx::query(CLAIM_SQL)
+/// Runs the claim statement of a queue without limits.
+async fn claim_rows(conn: &mut PgConnection, request: &ClaimRequest<'_>) -> Result<Vec<PgRow>> {
+    let sql = claim_sql(!request.exclude_kinds.is_empty(), request.only_kind.is_some());
+    // Every parameter is bound; the statement names only those it needs.
+    let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(request.queue)
         .bind(i64::from(request.max))
         .bind(request.worker_id)
@@ -328,10 +299,6 @@ async fn claim_rows(
         .bind(millis(request.default_timeout))
         .bind(request.exclude_kinds)
         .bind(request.only_kind)
-        .bind(cap)
-        .bind(&kinds)
-        .bind(&kind_rooms)
-        .bind(rooms.queue)
         .fetch_all(&mut *conn)
         .await?;
     Ok(rows)
@@ -358,106 +325,6 @@ fn claimed_jobs(rows: &[PgRow]) -> Result<Vec<ClaimedJob>> {
     // UPDATE … RETURNING keeps no order: hand them out in claim order.
     jobs.sort_by(|a, b| (b.priority, a.run_at, a.id).cmp(&(a.priority, b.run_at, b.id)));
     Ok(jobs)
-}
-
-/// The room left in the budgets a claim is subject to.
-#[derive(Debug, Default)]
-struct Rooms {
-    /// The queue's budget, if it has one.
-    queue: Option<i64>,
-    /// Each kind with a budget.
-    kinds: Vec<(String, i64)>,
-}
-
-/// The start of the window `now` falls in, for a budget whose window
-/// started at `window_start` (windows follow each other without gaps).
-pub(crate) const WINDOW_NOW: &str = "CASE WHEN window_start + window_ms * interval '1 millisecond'
-        <= COALESCE($2, now())
-    THEN window_start + floor(extract(epoch FROM COALESCE($2, now()) - window_start) * 1000
-        / window_ms) * window_ms * interval '1 millisecond'
-    ELSE window_start END";
-
-impl Rooms {
-    /// Locks the budgets of `queue` and of every kind (in key order, as
-    /// every claim does) and reads the room left in their current window.
-    async fn lock(
-        conn: &mut PgConnection,
-        queue: &str,
-        now: Option<DateTime<Utc>>,
-    ) -> Result<Rooms> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT scope, target,
-                max_cost - CASE WHEN ({WINDOW_NOW}) = window_start THEN used ELSE 0 END
-             FROM trawl_jobs.budgets
-             WHERE (scope = 'queue' AND target = $1) OR scope = 'kind'
-             ORDER BY scope, target
-             FOR UPDATE"
-        )))
-        .bind(queue)
-        .bind(now)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut rooms = Rooms::default();
-        for (scope, target, room) in rows {
-            if scope == "queue" {
-                rooms.queue = Some(room);
-            } else {
-                rooms.kinds.push((target, room));
-            }
-        }
-        Ok(rooms)
-    }
-
-    fn exhausted_kinds(&self) -> impl Iterator<Item = String> + '_ {
-        self.kinds
-            .iter()
-            .filter(|(_, room)| *room <= 0)
-            .map(|(kind, _)| kind.clone())
-    }
-
-    /// Adds the cost of the claimed jobs to the budgets they count against,
-    /// starting a new window where the last one is over.
-    async fn charge(
-        &self,
-        conn: &mut PgConnection,
-        queue: &str,
-        rows: &[PgRow],
-        now: Option<DateTime<Utc>>,
-    ) -> Result<()> {
-        let mut charges: std::collections::BTreeMap<(&str, String), i64> = Default::default();
-        for row in rows {
-            let cost = i64::from(row.try_get::<i32, _>("cost")?);
-            let kind: String = row.try_get("kind")?;
-            if self.queue.is_some() {
-                *charges.entry(("queue", queue.to_owned())).or_default() += cost;
-            }
-            if self.kinds.iter().any(|(k, _)| *k == kind) {
-                *charges.entry(("kind", kind)).or_default() += cost;
-            }
-        }
-        let mut scopes = Vec::new();
-        let mut targets = Vec::new();
-        let mut costs = Vec::new();
-        for ((scope, target), cost) in charges {
-            scopes.push(scope);
-            targets.push(target);
-            costs.push(cost);
-        }
-        sqlx::query(AssertSqlSafe(format!(
-            "UPDATE trawl_jobs.budgets b SET
-                used = CASE WHEN ({WINDOW_NOW}) = window_start THEN used ELSE 0 END + c.cost,
-                window_start = {WINDOW_NOW}
-             FROM unnest($1::text[], $3::text[], $4::bigint[]) AS c(scope, target, cost)
-             WHERE b.scope = c.scope AND b.target = c.target"
-        )))
-        .bind(&scopes)
-        .bind(now)
-        .bind(&targets)
-        .bind(&costs)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
-    }
 }
 
 /// Records how attempts of `worker_id` ended, all in one statement: finished

@@ -13,6 +13,11 @@
 //!   transaction that claims 10 jobs with `FOR UPDATE SKIP LOCKED` and
 //!   completes them. Targets: [`PROCESS_TARGET`] jobs/s, and at least
 //!   [`PROCESS_RATIO_TARGET`]× pgbench.
+//! - **limits configured, not binding**: the same with a cap on the
+//!   queue's running jobs and budgets on the queue and the job kind, all
+//!   far above what the run reaches, so that every claim takes the limited
+//!   path; against the plain row of the same run. Target: at least
+//!   [`LIMITED_RATIO_TARGET`] of it (a slowdown of 15 % at most).
 //! - **sustained**: the manager for 5 minutes (`--quick`: 1), with a producer
 //!   keeping the queue fed: jobs/s per minute (per 10 s), each against
 //!   the pgbench figure of the same run. Target: the last minute at least
@@ -49,6 +54,9 @@ const ENQUEUE_TARGET: f64 = 100_000.0;
 const PROCESS_TARGET: f64 = 10_000.0;
 /// … and at least this fraction of pgbench's rate.
 const PROCESS_RATIO_TARGET: f64 = 1.0;
+/// Claims with limits configured (not binding) against claims without, at
+/// least.
+const LIMITED_RATIO_TARGET: f64 = 0.85;
 /// The last interval of the sustained run against its first, at least.
 const SUSTAINED_TARGET: f64 = 0.8;
 /// Single enqueues of the latency row, and the pause after each, so that
@@ -115,11 +123,13 @@ pub(super) fn run(root: &Path, target: &Path, quick: bool, required: bool) -> Re
     let pgbench_args = ["--jobs", &jobs, "--clients", &clients, "--script", script];
     let mut baseline = Best::default();
     let mut process = Best::default();
+    let mut limited = Best::default();
     for run in 1..=RUNS {
         if pgbench {
             baseline.record(bench.throughput("pgbench", run, &pgbench_args)?);
         }
         process.record(bench.throughput("process", run, &["--jobs", &jobs])?);
+        limited.record(bench.throughput("process-limited", run, &["--jobs", &jobs])?);
     }
 
     let (seconds, interval) = sustained_shape(quick);
@@ -149,6 +159,7 @@ pub(super) fn run(root: &Path, target: &Path, quick: bool, required: bool) -> Re
         enqueue,
         pgbench: baseline,
         process,
+        limited,
         sustained,
         latency_sql,
         latency,
@@ -316,6 +327,7 @@ struct Report<'a> {
     enqueue: Best,
     pgbench: Best,
     process: Best,
+    limited: Best,
     sustained: Sustained,
     latency_sql: Latency,
     latency: Latency,
@@ -433,6 +445,17 @@ fn print_report(r: &Report<'_>) {
             "≥ {} jobs/s {}; ≥ {PROCESS_RATIO_TARGET:.1}× pgbench {ratio_verdict}",
             thousands(PROCESS_TARGET as u64),
             verdict(process >= PROCESS_TARGET)
+        ),
+    );
+    let limited = rate(&r.limited).unwrap_or(0.0);
+    row(
+        "",
+        "  caps and budgets, not binding",
+        &r.limited,
+        Some(&r.process),
+        format!(
+            "≥ {LIMITED_RATIO_TARGET:.2}× the defaults {}",
+            verdict(process > 0.0 && limited / process >= LIMITED_RATIO_TARGET)
         ),
     );
     if let Some(m) = r.process.0

@@ -7,10 +7,9 @@
 //! range of the `budgets_window` index.
 
 use chrono::{DateTime, Utc};
-use sqlx::{AssertSqlSafe, PgConnection};
+use sqlx::PgConnection;
 
 use super::{BATCH, BUDGET_PARTITIONS, check_partition};
-use crate::claim::WINDOW_NOW;
 use crate::error::Result;
 
 /// Starts the current window (empty) of the budgets of `partition` whose
@@ -24,7 +23,7 @@ pub async fn run_once(
     now: Option<DateTime<Utc>>,
 ) -> Result<u64> {
     check_partition(partition, BUDGET_PARTITIONS)?;
-    let reset = sqlx::query(AssertSqlSafe(format!(
+    let reset = sqlx::query(
         "WITH due AS (
             SELECT scope, target FROM trawl_jobs.budgets
             WHERE partition = $1
@@ -33,10 +32,11 @@ pub async fn run_once(
             LIMIT $3
             FOR UPDATE SKIP LOCKED
         )
-        UPDATE trawl_jobs.budgets SET used = 0, window_start = {WINDOW_NOW}
-        FROM due
-        WHERE trawl_jobs.budgets.scope = due.scope AND trawl_jobs.budgets.target = due.target"
-    )))
+        UPDATE trawl_jobs.budgets b SET used = 0,
+            window_start = trawl_jobs.budget_window(b.window_start, b.window_ms,
+                COALESCE($2, now()))
+        FROM due WHERE b.scope = due.scope AND b.target = due.target",
+    )
     .bind(partition)
     .bind(now)
     .bind(BATCH)
