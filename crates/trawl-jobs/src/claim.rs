@@ -288,7 +288,10 @@ pub(crate) async fn claim_with(
 
 /// Runs the claim statement of a queue without limits.
 async fn claim_rows(conn: &mut PgConnection, request: &ClaimRequest<'_>) -> Result<Vec<PgRow>> {
-    let sql = claim_sql(!request.exclude_kinds.is_empty(), request.only_kind.is_some());
+    let sql = claim_sql(
+        !request.exclude_kinds.is_empty(),
+        request.only_kind.is_some(),
+    );
     // Every parameter is bound; the statement names only those it needs.
     let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(request.queue)
