@@ -20,6 +20,13 @@ CREATE TABLE trawl_jobs.queues (
 );
 -- A capped queue's claim counts its running jobs.
 CREATE INDEX jobs_running_queue ON trawl_jobs.jobs (queue) WHERE state = 'running';
+-- Listing by state no longer needs an index entry for every pending and
+-- running job (one more index update per claim): pending jobs, most of the
+-- hot table, are listed through the primary key, running ones through the
+-- partial indexes of running jobs; the rarer states keep an index.
+DROP INDEX trawl_jobs.jobs_state_id;
+CREATE INDEX jobs_waiting_state_id ON trawl_jobs.jobs (state, id)
+    WHERE state IN ('blocked', 'suspended');
 
 -- The cap of each concurrency key: jobs that carry the key run at most
 -- this many at once, in id order (a job of the key that waits, for a retry
@@ -44,6 +51,21 @@ CREATE TABLE trawl_jobs.budgets (
     PRIMARY KEY (scope, target)
 );
 CREATE INDEX budgets_window ON trawl_jobs.budgets (partition, window_start);
+
+-- Whether job `p_id` of concurrency key `p_key` may start: fewer than the
+-- key's cap (1 if unset) of live jobs with the key have a lower id.
+CREATE FUNCTION trawl_jobs.concurrency_turn(p_key text, p_id bigint) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT (
+        SELECT count(*) FROM (
+            SELECT 1 FROM trawl_jobs.jobs o
+            WHERE o.concurrency_key = p_key AND o.id < p_id
+            LIMIT 100000
+        ) older
+    ) < COALESCE((
+        SELECT k.max_running FROM trawl_jobs.concurrency_keys k WHERE k.key = p_key
+    ), 1)
+$$;
 
 -- The start of the window `now` falls in, for a budget whose window started
 -- at `window_start` (windows follow each other without gaps).
@@ -116,16 +138,8 @@ BEGIN
         SELECT j.id, j.kind, j.cost, j.priority, j.run_at FROM trawl_jobs.jobs j
         WHERE j.state = 'pending' AND j.queue = p_queue AND j.run_at <= v_now
             AND j.kind <> ALL(v_skip) AND (p_only IS NULL OR j.kind = p_only)
-            AND (j.concurrency_key IS NULL OR (
-                SELECT count(*) FROM (
-                    SELECT 1 FROM trawl_jobs.jobs o
-                    WHERE o.concurrency_key = j.concurrency_key AND o.id < j.id
-                    LIMIT 100000
-                ) older
-            ) < COALESCE((
-                SELECT k.max_running FROM trawl_jobs.concurrency_keys k
-                WHERE k.key = j.concurrency_key
-            ), 1))
+            AND (j.concurrency_key IS NULL
+                OR trawl_jobs.concurrency_turn(j.concurrency_key, j.id))
         ORDER BY j.priority DESC, j.run_at, j.id
         LIMIT v_max
         FOR UPDATE SKIP LOCKED

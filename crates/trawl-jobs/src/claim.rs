@@ -216,8 +216,9 @@ impl Limited {
 /// leaves the planner guessing in the generic plan of a prepared
 /// statement, and its guess (the whole index, above `jit_above_cost`)
 /// makes every claim pay for a JIT compilation. `$7` kinds to skip, `$8`
-/// the only kind. A concurrency key lets a job start only while fewer than
-/// its cap of live jobs with the key have a lower id.
+/// the only kind. A job with a concurrency key starts only on its turn
+/// (`trawl_jobs.concurrency_turn`: fewer than the key's cap of live jobs
+/// with the key have a lower id).
 fn claim_sql(skip_kinds: bool, only_kind: bool) -> String {
     let mut filters = String::new();
     if skip_kinds {
@@ -230,16 +231,8 @@ fn claim_sql(skip_kinds: bool, only_kind: bool) -> String {
         "WITH next AS (
             SELECT id FROM trawl_jobs.jobs j
             WHERE state = 'pending' AND queue = $1 AND run_at <= COALESCE($5, now()){filters}
-                AND (j.concurrency_key IS NULL OR (
-                    SELECT count(*) FROM (
-                        SELECT 1 FROM trawl_jobs.jobs o
-                        WHERE o.concurrency_key = j.concurrency_key AND o.id < j.id
-                        LIMIT 100000
-                    ) older
-                ) < COALESCE((
-                    SELECT max_running FROM trawl_jobs.concurrency_keys k
-                    WHERE k.key = j.concurrency_key
-                ), 1))
+                AND (j.concurrency_key IS NULL
+                    OR trawl_jobs.concurrency_turn(j.concurrency_key, j.id))
             ORDER BY priority DESC, run_at, id
             LIMIT $2
             FOR UPDATE SKIP LOCKED
@@ -268,30 +261,14 @@ pub(crate) async fn claim_with(
     request: &ClaimRequest<'_>,
     limits: Limited,
 ) -> Result<Vec<ClaimedJob>> {
-    let rows = if limits == Limited::default() {
-        claim_rows(conn, request).await?
+    let sql = if limits == Limited::default() {
+        claim_sql(
+            !request.exclude_kinds.is_empty(),
+            request.only_kind.is_some(),
+        )
     } else {
-        sqlx::query("SELECT * FROM trawl_jobs.claim_limited($1, $2, $3, $4, $5, $6, $7, $8)")
-            .bind(request.queue)
-            .bind(i32::try_from(request.max).unwrap_or(i32::MAX))
-            .bind(request.worker_id)
-            .bind(millis(request.lease))
-            .bind(request.now)
-            .bind(millis(request.default_timeout))
-            .bind(request.exclude_kinds)
-            .bind(request.only_kind)
-            .fetch_all(&mut *conn)
-            .await?
+        "SELECT * FROM trawl_jobs.claim_limited($1, $2::int, $3, $4, $5, $6, $7, $8)".to_owned()
     };
-    claimed_jobs(&rows)
-}
-
-/// Runs the claim statement of a queue without limits.
-async fn claim_rows(conn: &mut PgConnection, request: &ClaimRequest<'_>) -> Result<Vec<PgRow>> {
-    let sql = claim_sql(
-        !request.exclude_kinds.is_empty(),
-        request.only_kind.is_some(),
-    );
     // Every parameter is bound; the statement names only those it needs.
     let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(request.queue)
@@ -304,7 +281,7 @@ async fn claim_rows(conn: &mut PgConnection, request: &ClaimRequest<'_>) -> Resu
         .bind(request.only_kind)
         .fetch_all(&mut *conn)
         .await?;
-    Ok(rows)
+    claimed_jobs(&rows)
 }
 
 fn claimed_jobs(rows: &[PgRow]) -> Result<Vec<ClaimedJob>> {

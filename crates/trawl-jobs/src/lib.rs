@@ -129,6 +129,22 @@
 //! history. Every attempt that ends leaves a row in
 //! `trawl_jobs.job_attempts`.
 //!
+//! # Flow and limits
+//!
+//! - Dependencies: [`NewJob::depends_on`]; a child runs once every parent
+//!   succeeded, and is cancelled (with its descendants) when one ends dead
+//!   or cancelled.
+//! - Unique jobs: [`NewJob::unique_key`] (while live),
+//!   [`NewJob::unique_for`] (for a period), [`JobQueue::enqueue_unique`].
+//! - Suspension: [`JobResult::Suspend`], [`JobQueue::signal`].
+//! - Limits ([`limits`]): a queue's fleet-wide cap and depth limit
+//!   ([`QueueLimits`]), budgets per queue or kind ([`Budget`]),
+//!   concurrency keys ([`NewJob::concurrency_key`]).
+//! - A circuit breaker per job kind in each manager ([`BreakerConfig`]).
+//! - Periodic jobs, once per period across nodes ([`periodic`]).
+//!
+//! The crate README has an example of each.
+//!
 //! # Schema
 //!
 //! [`JobQueue::migrate`] applies the embedded migrations; sqlx's migration
@@ -142,9 +158,13 @@
 //! [`reconcile`] repair that, each one statement over one partition,
 //! index-driven, bounded and safe to run from many nodes at once:
 //! [`reconcile::lease_expiry`] (leases that ran out),
-//! [`reconcile::attempt_timeout`] (attempts past their deadline) and
+//! [`reconcile::attempt_timeout`] (attempts past their deadline),
 //! [`reconcile::worker_registry_ttl_sweep`] (workers whose heartbeat
-//! stopped). Moving finished jobs out keeps the hot table small in live
+//! stopped), [`reconcile::suspension_timeout`] (suspended jobs past their
+//! deadline), [`reconcile::edge_cancel_dispatcher`] and
+//! [`reconcile::edge_cancel_reconciler`] (cancels reaching descendants),
+//! [`reconcile::dependency`] (missed promotions) and
+//! [`reconcile::budget_reset`] (budget windows). Moving finished jobs out keeps the hot table small in live
 //! rows, but each job still leaves dead row versions that only a vacuum
 //! removes; [`maintenance::run_once`] vacuums the hot tables when they
 //! need it, for servers whose autovacuum is off or too slow for a queue.

@@ -237,6 +237,27 @@ async fn no_statement_of_the_queue_scans_a_million_jobs() {
         .await
         .unwrap();
         assert_eq!(claimed.len(), 10);
+        // A queue with a cap and budgets claims through claim_limited.
+        sqlx::raw_sql(
+            "INSERT INTO trawl_jobs.queues (name, max_running) VALUES ('q2', 1000000);
+             INSERT INTO trawl_jobs.budgets (scope, target, partition, max_cost, window_ms)
+             VALUES ('queue', 'q2', 0, 1000000, 1000), ('kind', 'kind2', 1, 1000000, 1000)",
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        let limited = claim(
+            &mut tx,
+            "explain",
+            "q2",
+            10,
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+            Some(t0()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(limited.len(), 10);
         let lease = lease_expiry::run_once(&mut tx, 4, Some(t0()))
             .await
             .unwrap();
