@@ -252,19 +252,14 @@ async fn missed_promotions_and_cancels_are_repaired_by_the_dependency_tick() {
         assert_eq!(state(&queue, id).await, JobState::Blocked);
     }
     // Not before the stale threshold.
-    let mut early = 0;
-    for partition in 0..JOB_PARTITIONS {
-        early += dependency::run_once(&mut conn, partition, None)
-            .await
-            .unwrap();
-    }
+    let early =
+        support::each_partition!(JOB_PARTITIONS, |p| dependency::run_once(&mut conn, p, None));
     assert_eq!(early, 0);
-    let mut repaired = 0;
-    for partition in 0..JOB_PARTITIONS {
-        repaired += dependency::run_once(&mut conn, partition, later(20))
-            .await
-            .unwrap();
-    }
+    let repaired = support::each_partition!(JOB_PARTITIONS, |p| dependency::run_once(
+        &mut conn,
+        p,
+        later(20)
+    ));
     assert_eq!(repaired, 3);
     assert_eq!(state(&queue, promoted).await, JobState::Pending);
     assert_eq!(state(&queue, doomed).await, JobState::Cancelled);
@@ -286,18 +281,16 @@ async fn a_half_propagated_cancel_is_queued_again_by_the_reconciler() {
         .unwrap();
     let mut conn = db.pool.acquire().await.unwrap();
     assert_eq!(settle(&mut conn, None, 2, dispatcher).await, 0);
-    let mut queued = 0;
-    for partition in 0..JOB_PARTITIONS {
-        queued += edge_cancel_reconciler::run_once(&mut conn, partition, None)
-            .await
-            .unwrap();
-    }
+    let mut queued = support::each_partition!(
+        JOB_PARTITIONS,
+        |p| edge_cancel_reconciler::run_once(&mut conn, p, None)
+    );
     assert_eq!(queued, 0, "not before the stale threshold");
-    for partition in 0..JOB_PARTITIONS {
-        queued += edge_cancel_reconciler::run_once(&mut conn, partition, later(20))
-            .await
-            .unwrap();
-    }
+    queued += support::each_partition!(JOB_PARTITIONS, |p| edge_cancel_reconciler::run_once(
+        &mut conn,
+        p,
+        later(20)
+    ));
     assert_eq!(queued, 1, "the root");
     settle(&mut conn, None, 5, dispatcher).await;
     for id in [left, right, leaf] {
@@ -487,18 +480,15 @@ async fn a_suspended_job_resumes_by_signal_or_at_its_deadline() {
     assert_eq!(claim_all(&mut conn).await, vec![signalled]);
     finish(&mut conn, signalled, 2, Outcome::Succeeded).await;
 
-    let mut changed = 0;
-    for partition in 0..JOB_PARTITIONS {
-        changed += suspension_timeout::run_once(&mut conn, partition, None)
-            .await
-            .unwrap();
-    }
+    let mut changed = support::each_partition!(JOB_PARTITIONS, |p| suspension_timeout::run_once(
+        &mut conn, p, None
+    ));
     assert_eq!(changed, 0, "the deadline has not passed");
-    for partition in 0..JOB_PARTITIONS {
-        changed += suspension_timeout::run_once(&mut conn, partition, later(61))
-            .await
-            .unwrap();
-    }
+    changed += support::each_partition!(JOB_PARTITIONS, |p| suspension_timeout::run_once(
+        &mut conn,
+        p,
+        later(61)
+    ));
     assert_eq!(changed, 2);
     assert_eq!(state(&queue, resumed).await, JobState::Pending);
     let row = queue.get(failed).await.unwrap().unwrap();

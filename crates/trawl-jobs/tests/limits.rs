@@ -266,18 +266,17 @@ async fn kind_budgets_and_costs_and_the_reset_tick() {
         second.is_empty(),
         "the kind's budget is spent for this window"
     );
-    let mut reset = 0;
-    for partition in 0..BUDGET_PARTITIONS {
-        reset += budget_reset::run_once(&mut conn, partition, at(5))
-            .await
-            .unwrap();
-    }
+    let mut reset = support::each_partition!(BUDGET_PARTITIONS, |p| budget_reset::run_once(
+        &mut conn,
+        p,
+        at(5)
+    ));
     assert_eq!(reset, 0, "the window is not over");
-    for partition in 0..BUDGET_PARTITIONS {
-        reset += budget_reset::run_once(&mut conn, partition, at(11))
-            .await
-            .unwrap();
-    }
+    reset += support::each_partition!(BUDGET_PARTITIONS, |p| budget_reset::run_once(
+        &mut conn,
+        p,
+        at(11)
+    ));
     assert_eq!(reset, 1);
     let (used, new_start): (i64, DateTime<Utc>) =
         sqlx::query_as("SELECT used, window_start FROM trawl_jobs.budgets")
