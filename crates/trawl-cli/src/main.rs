@@ -2,6 +2,7 @@
 //! codes. All scanning logic lives in the library crates.
 
 mod baseline;
+mod docs;
 mod remote;
 mod rules;
 mod scan;
@@ -17,7 +18,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "trawl", version, long_about = None)]
 #[command(
-    after_help = "Examples:\n  trawl scan .                       scan the current folder, findings as JSONL on stdout\n  trawl scan ./repo --redact --sort  hide secrets, sort findings by path and offset\n  trawl scan ./dumps -o findings.jsonl\n  trawl scan . --rules .gitleaks.toml --baseline last.jsonl\n  trawl scan s3://bucket/logs/       scan every object under a prefix\n  trawl rules check .gitleaks.toml   validate a rule file\n\nExit codes: 0 nothing found, 1 findings, 2 usage error or incomplete scan."
+    after_help = "Examples:\n  trawl scan .                       scan the current folder, findings as JSONL on stdout\n  trawl scan ./repo --redact --sort  hide secrets, sort findings by path and offset\n  trawl scan ./dumps -o findings.jsonl\n  trawl scan . --rules .gitleaks.toml --baseline last.jsonl\n  trawl scan s3://bucket/logs/       scan every object under a prefix\n  trawl rules check .gitleaks.toml   validate a rule file\n  trawl completions bash             shell completions (also zsh, fish…)\n  trawl man | man -l -               the manual page\n\nExit codes: 0 nothing found, 1 findings, 2 usage error or incomplete scan."
 )]
 struct Cli {
     /// Log more (-v: info, -vv: debug); RUST_LOG overrides.
@@ -38,6 +39,10 @@ enum Command {
         after_help = "Examples:\n  trawl rules list --rules .gitleaks.toml\n  trawl rules check .gitleaks.toml\n\nRule files are gitleaks v8 TOML (docs/config.md)."
     )]
     Rules(rules::RulesCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Print the manual page, or write a page per command into a folder.
+    Man(docs::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +61,8 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Scan(args) => scan::run(*args),
         Command::Rules(command) => rules::run(command),
+        Command::Completions(args) => docs::completions(&args),
+        Command::Man(args) => docs::man(&args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
