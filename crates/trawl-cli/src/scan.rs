@@ -152,6 +152,12 @@ pub(crate) struct ScanArgs {
     /// Print no summary on stderr.
     #[arg(short, long)]
     quiet: bool,
+
+    /// The exit code of a complete scan that found secrets (0 to never
+    /// fail a CI job on findings; an incomplete scan still exits 2).
+    #[arg(long, value_name = "N", default_value_t = EXIT_FINDINGS,
+        value_parser = clap::value_parser!(u8))]
+    exit_code: u8,
 }
 
 impl ScanArgs {
@@ -396,7 +402,7 @@ fn finish(args: &ScanArgs, scanned: Scanned) -> Result<u8> {
         // `trawl scan . | head`: the reader had what it wanted. Not an error
         // to report, and the findings it read decide the exit code.
         return Ok(if report.findings > 0 {
-            EXIT_FINDINGS
+            args.exit_code
         } else {
             EXIT_CLEAN
         });
@@ -407,7 +413,7 @@ fn finish(args: &ScanArgs, scanned: Scanned) -> Result<u8> {
     Ok(if !report.is_complete() {
         EXIT_INCOMPLETE
     } else if report.findings > 0 {
-        EXIT_FINDINGS
+        args.exit_code
     } else {
         EXIT_CLEAN
     })

@@ -333,3 +333,35 @@ fn a_reader_that_leaves_early_is_not_an_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn exit_codes_say_clean_findings_or_incomplete_and_exit_code_sets_the_findings_one() {
+    let clean = tempfile::tempdir().unwrap();
+    std::fs::write(clean.path().join("readme.txt"), "nothing to see here\n").unwrap();
+    let out = trawl(clean.path(), &["scan", "."]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let out = trawl(&fixtures(), &["scan", "leaky"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    for (code, want) in [("0", 0), ("42", 42)] {
+        let out = trawl(&fixtures(), &["scan", "leaky", "--exit-code", code]);
+        assert_eq!(out.status.code(), Some(want), "{}", stderr(&out));
+        assert!(!findings(&out).is_empty(), "the findings are still written");
+    }
+    let out = trawl(clean.path(), &["scan", ".", "--exit-code", "42"]);
+    assert_eq!(out.status.code(), Some(0), "no findings, no custom code");
+
+    let out = trawl(
+        clean.path(),
+        &["scan", "no-such-folder", "--exit-code", "0"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "incomplete stays 2: {}",
+        stderr(&out)
+    );
+    let out = trawl(clean.path(), &["scan", ".", "--exit-code", "300"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(stderr(&out).contains("--exit-code"), "{}", stderr(&out));
+}
