@@ -3,7 +3,8 @@
 //! Reached through the `cargo xtask` alias of `.cargo/config.toml`:
 //!
 //! - `cargo xtask lint`: rustfmt check, clippy with warnings denied, and
-//!   `cargo deny` when it is installed;
+//!   `cargo deny` (installed into the cache folder under `CI=true` when it
+//!   is missing);
 //! - `cargo xtask test`: the whole test suite, unit, integration and doc tests,
 //!   with the services it needs (see below);
 //! - `cargo xtask integration`: only the tests of the packages that need the
@@ -48,7 +49,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  lint            cargo fmt --check, cargo clippy -D warnings, cargo deny (if installed)
+  lint            cargo fmt --check, cargo clippy -D warnings, cargo deny (installed under CI=true)
   test            the whole test suite (all targets, then doc tests), with the services
   integration     only the tests that need the services (trawl-backend-objstore, trawl-jobs)
   ci              lint, the layering check, then test

@@ -239,7 +239,7 @@ pub(crate) fn start_moto(root: &Path) -> Result<MotoServer> {
 /// The cache folder outside the clone: `$TRAWL_CACHE_DIR`, else
 /// `$XDG_CACHE_HOME/trawl`, else `$HOME/.cache/trawl`; empty variables count
 /// as unset, and a relative `XDG_CACHE_HOME` is ignored as the XDG spec says.
-fn cache_dir(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+pub(crate) fn cache_dir(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
     let var = |key: &str| {
         var(key)
             .filter(|value| !value.is_empty())
@@ -343,7 +343,7 @@ fn install_moto(cache: &Path) -> Result<PathBuf> {
 
 /// Takes the exclusive lock on `path`, waiting a bounded time for another
 /// holder; released when the file is dropped (or its process dies).
-fn lock(path: &Path) -> Result<File> {
+pub(crate) fn lock(path: &Path) -> Result<File> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -360,7 +360,7 @@ fn lock(path: &Path) -> Result<File> {
         Some(Ok(())) => Ok(file),
         Some(Err(err)) => Err(err).with_context(|| format!("locking {}", path.display())),
         None => bail!(
-            "another xtask has held {} for {} s while installing moto: is it stuck?",
+            "another xtask has held {} for {} s while installing a tool: is it stuck?",
             path.display(),
             INSTALL_LOCK_LIMIT.as_secs()
         ),
@@ -592,7 +592,7 @@ fn log_tail(path: &Path) -> String {
 }
 
 /// `path` with the home folder shown as `~`.
-fn tilde(path: &Path) -> String {
+pub(crate) fn tilde(path: &Path) -> String {
     match env_var("HOME").and_then(|home| path.strip_prefix(home).ok().map(Path::to_owned)) {
         Some(rest) => format!("~/{}", rest.display()),
         None => path.display().to_string(),
