@@ -14,11 +14,12 @@ use sqlx::postgres::PgPoolOptions;
 use trawl_jobs::leader::{LeaderConfig, Leadership};
 use trawl_jobs::reconcile::{self, JOB_PARTITIONS, lease_expiry, worker_registry_ttl_sweep};
 use trawl_jobs::{
-    ClusterEvent, ClusterEvents, Completion, EVENTS_CHANNEL, JobQueue, JobResult, LeaveReason,
-    NewJob, Outcome, WorkerConfig, WorkerManager, Workers, claim, complete, worker_fn,
+    ClusterEvent, ClusterEvents, EVENTS_CHANNEL, JobQueue, JobResult, LeaveReason, NewJob, Outcome,
+    WorkerConfig, WorkerManager, Workers, claim, worker_fn,
 };
 
 use support::db::TestDb;
+use support::jobs::finish;
 
 const LEASE: Duration = Duration::from_secs(30);
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -116,23 +117,6 @@ async fn claimed(queue: &JobQueue, job: NewJob, now: Option<DateTime<Utc>>) -> i
     id
 }
 
-async fn finish(pool: &PgPool, id: i64, attempt: u32, outcome: Outcome) {
-    let mut conn = pool.acquire().await.unwrap();
-    let applied = complete(
-        &mut conn,
-        "w",
-        &[Completion {
-            id,
-            attempt,
-            outcome,
-        }],
-        None,
-    )
-    .await
-    .unwrap();
-    assert_eq!(applied, [id]);
-}
-
 #[tokio::test]
 async fn a_manager_is_announced_when_it_starts_and_when_it_shuts_down() {
     let Some(db) = support::db::fresh().await else {
@@ -224,12 +208,24 @@ async fn a_job_completed_as_dead_is_announced_and_others_are_not() {
     let mut events = subscribe(&db, "events").await;
 
     let dead = claimed(&queue, NewJob::new("heal", 1.into()).queue("default"), None).await;
-    finish(&db.pool, dead, 1, Outcome::Dead("no such object".into())).await;
+    finish(
+        &mut db.pool.acquire().await.unwrap(),
+        dead,
+        1,
+        Outcome::Dead("no such object".into()),
+    )
+    .await;
     let ok = claimed(&queue, NewJob::new("heal", 2.into()), None).await;
-    finish(&db.pool, ok, 1, Outcome::Succeeded).await;
+    finish(
+        &mut db.pool.acquire().await.unwrap(),
+        ok,
+        1,
+        Outcome::Succeeded,
+    )
+    .await;
     let retried = claimed(&queue, NewJob::new("heal", 3.into()).max_attempts(2), None).await;
     finish(
-        &db.pool,
+        &mut db.pool.acquire().await.unwrap(),
         retried,
         1,
         Outcome::Retry {
@@ -263,7 +259,13 @@ async fn a_job_completed_as_dead_is_announced_and_others_are_not() {
         .await
         .unwrap();
     assert_eq!(again[0].id, retried);
-    finish(&db.pool, retried, 2, Outcome::Dead("still flaky".into())).await;
+    finish(
+        &mut db.pool.acquire().await.unwrap(),
+        retried,
+        2,
+        Outcome::Dead("still flaky".into()),
+    )
+    .await;
     expect(&mut events, "the retried job's death", |e| {
         is_dead(e, retried)
     })
@@ -311,7 +313,13 @@ async fn a_long_error_is_cut_to_the_payload_limit_and_the_job_still_dies() {
     // 3 bytes per character, and control characters that JSON escapes to 6.
     let error: String = "€\u{1}".repeat(5_000);
     let id = claimed(&queue, NewJob::new("heal", 1.into()), None).await;
-    finish(&db.pool, id, 1, Outcome::Dead(error.clone())).await;
+    finish(
+        &mut db.pool.acquire().await.unwrap(),
+        id,
+        1,
+        Outcome::Dead(error.clone()),
+    )
+    .await;
     let stored = queue.get(id).await.unwrap().unwrap();
     assert_eq!(stored.last_error.as_deref(), Some(error.as_str()));
 

@@ -8,13 +8,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
+use support::jobs::finish;
 use trawl_jobs::reconcile::{
     JOB_PARTITIONS, dependency, edge_cancel_dispatcher, edge_cancel_reconciler, suspension_timeout,
 };
-use trawl_jobs::{
-    Completion, EnqueueOutcome, Error, JobQueue, JobState, NewJob, OnTimeout, Outcome, claim,
-    complete,
-};
+use trawl_jobs::{EnqueueOutcome, Error, JobQueue, JobState, NewJob, OnTimeout, Outcome, claim};
 
 const LEASE: Duration = Duration::from_secs(30);
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,23 +33,6 @@ async fn claim_all(conn: &mut PgConnection) -> Vec<i64> {
     let mut ids: Vec<i64> = claimed.iter().map(|j| j.id).collect();
     ids.sort_unstable();
     ids
-}
-
-/// Completes the claimed job `id` (attempt 1) with `outcome`.
-async fn finish(conn: &mut PgConnection, id: i64, attempt: u32, outcome: Outcome) {
-    let applied = complete(
-        conn,
-        "w",
-        &[Completion {
-            id,
-            attempt,
-            outcome,
-        }],
-        None,
-    )
-    .await
-    .unwrap();
-    assert_eq!(applied, vec![id]);
 }
 
 /// Runs `tick` over every partition until it changes nothing (at most

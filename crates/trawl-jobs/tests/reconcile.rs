@@ -9,8 +9,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::{Acquire, PgConnection, PgPool};
 use trawl_jobs::reconcile::{
-    self, BATCH, JOB_PARTITIONS, WORKER_PARTITIONS, attempt_timeout, lease_expiry,
-    worker_registry_ttl_sweep,
+    self, BATCH, BUDGET_PARTITIONS, JOB_PARTITIONS, WORKER_PARTITIONS, attempt_timeout,
+    budget_reset, dependency, edge_cancel_dispatcher, edge_cancel_reconciler, lease_expiry,
+    suspension_timeout, worker_registry_ttl_sweep,
 };
 use trawl_jobs::{Error, JobQueue, JobRow, JobState, NewJob, claim};
 
@@ -133,6 +134,14 @@ fn worker_partitions_are_fnv1a_of_the_id() {
     assert!(spread.len() > 240, "{} partitions used", spread.len());
 }
 
+/// Checks that `result` is an `Error::Invalid` naming `field`.
+fn assert_invalid<T: std::fmt::Debug>(result: trawl_jobs::Result<T>, field: &str) {
+    match result {
+        Err(Error::Invalid { field: named, .. }) if named == field => {}
+        other => panic!("expected an invalid {field}, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn out_of_range_partitions_and_a_zero_ttl_are_refused() {
     let Some(db) = support::db::fresh().await else {
@@ -141,50 +150,43 @@ async fn out_of_range_partitions_and_a_zero_ttl_are_refused() {
     db.queue().await;
     let mut conn = db.pool.acquire().await.unwrap();
     for partition in [-1, JOB_PARTITIONS] {
-        let err = lease_expiry::run_once(&mut conn, partition, None)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Invalid {
-                    field: "partition",
-                    ..
-                }
-            ),
-            "{err}"
+        let c = &mut conn;
+        assert_invalid(
+            lease_expiry::run_once(c, partition, None).await,
+            "partition",
         );
-        let err = attempt_timeout::run_once(&mut conn, partition, None)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Invalid {
-                    field: "partition",
-                    ..
-                }
-            ),
-            "{err}"
+        assert_invalid(
+            attempt_timeout::run_once(c, partition, None).await,
+            "partition",
+        );
+        assert_invalid(
+            suspension_timeout::run_once(c, partition, None).await,
+            "partition",
+        );
+        assert_invalid(dependency::run_once(c, partition, None).await, "partition");
+        assert_invalid(
+            edge_cancel_dispatcher::run_once(c, partition, None).await,
+            "partition",
+        );
+        assert_invalid(
+            edge_cancel_reconciler::run_once(c, partition, None).await,
+            "partition",
         );
     }
-    let err = worker_registry_ttl_sweep::run_once(&mut conn, WORKER_PARTITIONS, None)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Invalid {
-                field: "partition",
-                ..
-            }
-        ),
-        "{err}"
+    for partition in [-1, BUDGET_PARTITIONS] {
+        assert_invalid(
+            budget_reset::run_once(&mut conn, partition, None).await,
+            "partition",
+        );
+    }
+    assert_invalid(
+        worker_registry_ttl_sweep::run_once(&mut conn, WORKER_PARTITIONS, None).await,
+        "partition",
     );
-    let err = worker_registry_ttl_sweep::run_once_with(&mut conn, 0, None, Duration::ZERO)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::Invalid { field: "ttl", .. }), "{err}");
+    assert_invalid(
+        worker_registry_ttl_sweep::run_once_with(&mut conn, 0, None, Duration::ZERO).await,
+        "ttl",
+    );
     // The last partitions are valid, and a huge TTL means "never".
     assert_eq!(
         lease_expiry::run_once(&mut conn, JOB_PARTITIONS - 1, None)

@@ -7,6 +7,7 @@
 )]
 
 pub(crate) mod db;
+pub(crate) mod jobs;
 pub(crate) mod proxy;
 
 /// What a reconciler tick changed over partitions `0..$count`: the sum of
