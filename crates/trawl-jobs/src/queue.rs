@@ -127,16 +127,10 @@ impl JobQueue {
     /// Enqueues one job and says whether it was enqueued or another job
     /// holds its unique key (see [`NewJob::unique_key`]).
     pub async fn enqueue_unique(&self, job: NewJob) -> Result<EnqueueOutcome> {
-        job.validate()?;
         let mut tx = self.pool.begin().await?;
-        crate::limits::wait_for_room(&mut tx, std::slice::from_ref(&job)).await?;
-        set_concurrency_caps(&mut tx, std::slice::from_ref(&job)).await?;
-        let outcome = crate::flow::enqueue_flow_job(&mut tx, &job).await?;
-        if let EnqueueOutcome::Enqueued(_) = outcome {
-            crate::registry::notify(&mut tx, &[job.queue.as_str()]).await?;
-        }
+        let outcomes = enqueue_in_order(&mut tx, std::slice::from_ref(&job)).await?;
         tx.commit().await?;
-        Ok(outcome)
+        Ok(outcomes[0])
     }
 
     /// Enqueues many jobs in few round trips (one statement per 10,000
@@ -151,38 +145,8 @@ impl JobQueue {
     /// [`enqueue_many`](Self::enqueue_many) on `conn` (the caller's
     /// transaction).
     pub async fn enqueue_many_in(conn: &mut PgConnection, jobs: Vec<NewJob>) -> Result<Vec<i64>> {
-        for job in &jobs {
-            job.validate()?;
-        }
-        crate::limits::wait_for_room(conn, &jobs).await?;
-        set_concurrency_caps(conn, &jobs).await?;
-        let mut ids = Vec::with_capacity(jobs.len());
-        let mut rest = jobs.as_slice();
-        while !rest.is_empty() {
-            // Plain jobs go in batches; a job with parents or a unique key
-            // goes on its own, in order.
-            let plain = rest
-                .iter()
-                .take(ENQUEUE_BATCH)
-                .take_while(|job| job.parents.is_empty() && job.unique.is_none())
-                .count();
-            if plain > 0 {
-                ids.extend(insert_batch(conn, &rest[..plain]).await?);
-                rest = &rest[plain..];
-            } else {
-                ids.push(crate::flow::enqueue_flow_job(conn, &rest[0]).await?.id());
-                rest = &rest[1..];
-            }
-        }
-        let mut queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
-        queues.sort_unstable();
-        queues.dedup();
-        sqlx::query("SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q")
-            .bind(NOTIFY_CHANNEL)
-            .bind(&queues)
-            .execute(&mut *conn)
-            .await?;
-        Ok(ids)
+        let outcomes = enqueue_in_order(conn, &jobs).await?;
+        Ok(outcomes.into_iter().map(EnqueueOutcome::id).collect())
     }
 
     /// The job with `id`, finished or not.
@@ -396,6 +360,43 @@ impl JobQueue {
         .await?;
         Ok(pruned as u64)
     }
+}
+
+/// Enqueues `jobs` in order on `conn`: plain jobs in batches, a job with
+/// parents or a unique key on its own; then wakes the queues that got jobs.
+async fn enqueue_in_order(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<EnqueueOutcome>> {
+    for job in jobs {
+        job.validate()?;
+    }
+    crate::limits::wait_for_room(conn, jobs).await?;
+    set_concurrency_caps(conn, jobs).await?;
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut rest = jobs;
+    while !rest.is_empty() {
+        let plain = rest
+            .iter()
+            .take(ENQUEUE_BATCH)
+            .take_while(|job| job.parents.is_empty() && job.unique.is_none())
+            .count();
+        if plain > 0 {
+            let ids = insert_batch(conn, &rest[..plain]).await?;
+            outcomes.extend(ids.into_iter().map(EnqueueOutcome::Enqueued));
+            rest = &rest[plain..];
+        } else {
+            outcomes.push(crate::flow::enqueue_flow_job(conn, &rest[0]).await?);
+            rest = &rest[1..];
+        }
+    }
+    let mut queues: Vec<&str> = jobs
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, outcome)| matches!(outcome, EnqueueOutcome::Enqueued(_)))
+        .map(|(job, _)| job.queue.as_str())
+        .collect();
+    queues.sort_unstable();
+    queues.dedup();
+    crate::registry::notify(conn, &queues).await?;
+    Ok(outcomes)
 }
 
 async fn insert_batch(conn: &mut PgConnection, batch: &[NewJob]) -> Result<Vec<i64>> {
