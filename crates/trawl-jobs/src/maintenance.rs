@@ -23,7 +23,7 @@
 //! the dead rows, and the claim rate decays whatever this module does.
 
 use chrono::{DateTime, Utc};
-use sqlx::{AssertSqlSafe, PgPool, Row};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
 use crate::error::{Error, Result};
 
@@ -111,6 +111,10 @@ impl TableStats {
 /// The statistics of the [`HOT_TABLES`], in that order. Counts reach the
 /// collector from each backend within a second or so of its transactions.
 pub async fn hot_table_stats(pool: &PgPool) -> Result<Vec<TableStats>> {
+    table_stats(&mut *pool.acquire().await?).await
+}
+
+async fn table_stats(conn: &mut PgConnection) -> Result<Vec<TableStats>> {
     let rows = sqlx::query(
         "SELECT t.name, coalesce(s.n_live_tup, 0) AS live, coalesce(s.n_dead_tup, 0) AS dead,
             greatest(s.last_vacuum, s.last_autovacuum) AS last_vacuum
@@ -119,7 +123,7 @@ pub async fn hot_table_stats(pool: &PgPool) -> Result<Vec<TableStats>> {
          ORDER BY t.ord",
     )
     .bind(HOT_TABLES)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     rows.iter()
         .zip(HOT_TABLES)
@@ -136,41 +140,43 @@ pub async fn hot_table_stats(pool: &PgPool) -> Result<Vec<TableStats>> {
 
 /// `VACUUM (ANALYZE)` of every hot table, whatever its dead tuples.
 pub async fn vacuum_hot_tables(pool: &PgPool) -> Result<()> {
-    vacuum(pool, &HOT_TABLES).await
+    vacuum(&mut *pool.acquire().await?, &HOT_TABLES).await
 }
 
 /// The maintenance tick: vacuums (and analyzes) the hot tables that
 /// `config` says need it. Returns the tables it vacuumed.
 pub async fn run_once(pool: &PgPool, config: &Config) -> Result<Vec<&'static str>> {
-    let due: Vec<&'static str> = hot_table_stats(pool)
+    run_on(&mut *pool.acquire().await?, config).await
+}
+
+/// [`run_once`] on `conn`, which must not be in a transaction.
+pub(crate) async fn run_on(conn: &mut PgConnection, config: &Config) -> Result<Vec<&'static str>> {
+    let due: Vec<&'static str> = table_stats(conn)
         .await?
         .into_iter()
         .filter(|stats| stats.needs_vacuum(config))
         .map(|stats| stats.table)
         .collect();
     if !due.is_empty() {
-        vacuum(pool, &due).await?;
+        vacuum(conn, &due).await?;
     }
     Ok(due)
 }
 
 /// One `VACUUM` of `tables` (names from [`HOT_TABLES`] only). It cannot
-/// run inside a transaction, hence the simple-query protocol on a
-/// connection of its own. `SKIP_LOCKED`: a table another node is
+/// run inside a transaction, hence the simple-query protocol, on a
+/// connection outside any transaction. `SKIP_LOCKED`: a table another node is
 /// vacuuming right now is skipped, not waited for. `INDEX_CLEANUP ON`:
 /// the dead entries of the claim index are what slows claims down, so
 /// the index pass is never bypassed.
-async fn vacuum(pool: &PgPool, tables: &[&'static str]) -> Result<()> {
+async fn vacuum(conn: &mut PgConnection, tables: &[&'static str]) -> Result<()> {
     debug_assert!(tables.iter().all(|t| HOT_TABLES.contains(t)));
     let sql = format!(
         "VACUUM (ANALYZE, SKIP_LOCKED, INDEX_CLEANUP ON, TRUNCATE OFF) {}",
         tables.join(", ")
     );
-    let mut conn = pool.acquire().await?;
     // The table names are the constants above, never input.
-    sqlx::raw_sql(AssertSqlSafe(sql))
-        .execute(&mut *conn)
-        .await?;
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await?;
     Ok(())
 }
 

@@ -33,8 +33,10 @@
 //! tick has handed to another worker. Its late completion is ignored
 //! ([`complete`](crate::complete) checks the lease owner and the attempt).
 //!
-//! The periodic loop that runs the ticks over every partition belongs to
-//! the supervisor; tests call `run_once` directly.
+//! The periodic loops that run the ticks over every partition belong to
+//! the supervisor of `trawl-reconcile`: [`reconcilers`] gives it every
+//! tick of the queue, with their scopes and default intervals. Tests may
+//! also call a `run_once` directly, with a pinned clock.
 
 pub mod attempt_timeout;
 pub mod budget_reset;
@@ -42,8 +44,11 @@ pub mod dependency;
 pub mod edge_cancel_dispatcher;
 pub mod edge_cancel_reconciler;
 pub mod lease_expiry;
+mod set;
 pub mod suspension_timeout;
 pub mod worker_registry_ttl_sweep;
+
+pub use set::{Settings, reconcilers, reconcilers_with};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
