@@ -8,31 +8,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
-use support::jobs::finish;
+use support::jobs::{claim_all, finish, step as job, tree};
 use trawl_jobs::reconcile::{
     JOB_PARTITIONS, dependency, edge_cancel_dispatcher, edge_cancel_reconciler, suspension_timeout,
 };
-use trawl_jobs::{EnqueueOutcome, Error, JobQueue, JobState, NewJob, OnTimeout, Outcome, claim};
-
-const LEASE: Duration = Duration::from_secs(30);
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn job(name: &str) -> NewJob {
-    NewJob::new("step", serde_json::json!(name))
-}
+use trawl_jobs::{EnqueueOutcome, Error, JobQueue, JobState, NewJob, OnTimeout, Outcome};
 
 async fn state(queue: &JobQueue, id: i64) -> JobState {
     queue.get(id).await.unwrap().expect("job exists").state
-}
-
-/// Claims everything ready and returns the ids.
-async fn claim_all(conn: &mut PgConnection) -> Vec<i64> {
-    let claimed = claim(conn, "w", "default", 100, LEASE, TIMEOUT, None)
-        .await
-        .unwrap();
-    let mut ids: Vec<i64> = claimed.iter().map(|j| j.id).collect();
-    ids.sort_unstable();
-    ids
 }
 
 /// Runs `tick` over every partition until it changes nothing (at most
@@ -74,21 +57,6 @@ fn dispatcher(
 
 fn later(secs: i64) -> Option<DateTime<Utc>> {
     Some(Utc::now() + chrono::Duration::seconds(secs))
-}
-
-/// root → (left, right) → leaf (leaf needs both).
-async fn tree(queue: &JobQueue) -> [i64; 4] {
-    let root = queue.enqueue(job("root")).await.unwrap();
-    let left = queue.enqueue(job("left").depends_on([root])).await.unwrap();
-    let right = queue
-        .enqueue(job("right").depends_on([root]))
-        .await
-        .unwrap();
-    let leaf = queue
-        .enqueue(job("leaf").depends_on([left, right]))
-        .await
-        .unwrap();
-    [root, left, right, leaf]
 }
 
 #[tokio::test]

@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::jobs::register;
+
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -62,19 +64,6 @@ async fn attempts(pool: &PgPool, id: i64) -> Vec<(i32, Option<String>, String, O
     .fetch_all(pool)
     .await
     .unwrap()
-}
-
-async fn register(pool: &PgPool, worker: &str, heartbeat_at: DateTime<Utc>) {
-    sqlx::query(
-        "INSERT INTO trawl_jobs.workers (id, partition, queues, max_concurrent, heartbeat_at)
-         VALUES ($1, $2, '{default}', 10, $3)",
-    )
-    .bind(worker)
-    .bind(reconcile::worker_partition(worker))
-    .bind(heartbeat_at)
-    .execute(pool)
-    .await
-    .unwrap();
 }
 
 async fn registered(pool: &PgPool) -> Vec<String> {

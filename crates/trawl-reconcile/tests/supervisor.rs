@@ -529,7 +529,8 @@ async fn bad_settings_are_refused_before_anything_starts() {
     let probe = |name| Arc::new(Probe::new(name, 10, Act::Rows(0))) as Arc<dyn Reconciler>;
     let mut no_partitions = Probe::new("empty", 10, Act::Rows(0));
     no_partitions.scope = Scope::Partitioned(0);
-    let cases: Vec<(Config, Vec<Arc<dyn Reconciler>>, &str)> = vec![
+    type Case = (Config, Vec<Arc<dyn Reconciler>>, &'static str);
+    let cases: Vec<Case> = vec![
         (quick(), vec![probe("a"), probe("a")], "'a' is given twice"),
         (quick(), vec![probe("")], "invalid reconciler name: empty"),
         (

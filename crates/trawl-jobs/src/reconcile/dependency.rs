@@ -40,6 +40,17 @@ pub async fn run_once(
     partition: i16,
     now: Option<DateTime<Utc>>,
 ) -> Result<u64> {
+    run_once_with(conn, partition, now, STALE).await
+}
+
+/// [`run_once`] with a stale threshold of `stale` instead of [`STALE`]
+/// (the supervisor's setting, [`Settings::stale_after`](super::Settings::stale_after)).
+pub async fn run_once_with(
+    conn: &mut PgConnection,
+    partition: i16,
+    now: Option<DateTime<Utc>>,
+    stale: Duration,
+) -> Result<u64> {
     check_partition(partition, JOB_PARTITIONS)?;
     let checked: Vec<(i64, i64, Option<String>)> = sqlx::query_as(
         "WITH blocked AS (
@@ -68,7 +79,7 @@ pub async fn run_once(
     .bind(partition)
     .bind(now)
     .bind(BATCH)
-    .bind(STALE.as_millis() as i64)
+    .bind(stale.as_millis() as i64)
     .fetch_all(&mut *conn)
     .await?;
     let mut doomed = (Vec::new(), Vec::new());

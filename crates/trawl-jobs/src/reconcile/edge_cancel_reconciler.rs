@@ -34,6 +34,17 @@ pub async fn run_once(
     partition: i16,
     now: Option<DateTime<Utc>>,
 ) -> Result<u64> {
+    run_once_with(conn, partition, now, STALE).await
+}
+
+/// [`run_once`] with a stale threshold of `stale` instead of [`STALE`]
+/// (the supervisor's setting, [`Settings::stale_after`](super::Settings::stale_after)).
+pub async fn run_once_with(
+    conn: &mut PgConnection,
+    partition: i16,
+    now: Option<DateTime<Utc>>,
+    stale: Duration,
+) -> Result<u64> {
     check_partition(partition, JOB_PARTITIONS)?;
     let queued = sqlx::query(
         "INSERT INTO trawl_jobs.cancel_propagation (parent_id, partition, reason)
@@ -55,7 +66,7 @@ pub async fn run_once(
     .bind(now)
     .bind(BATCH)
     .bind(LOOKBACK.as_millis() as i64)
-    .bind(STALE.as_millis() as i64)
+    .bind(stale.as_millis() as i64)
     .execute(&mut *conn)
     .await?;
     Ok(queued.rows_affected())

@@ -23,6 +23,11 @@ pub struct Settings {
     /// [`worker_registry_ttl_sweep::DEFAULT_TTL`] (30 s); keep it well above
     /// the workers' heartbeat interval.
     pub worker_ttl: Duration,
+    /// How long a blocked job, or a dead or cancelled parent, must have
+    /// waited before `dependency` and `edge_cancel_reconciler` look at it,
+    /// so that they never race the finish that normally handles it.
+    /// Default 15 s ([`dependency::STALE`]).
+    pub stale_after: Duration,
     /// The thresholds of the `maintenance` reconciler (vacuum of the hot
     /// tables), or `None` to leave it out (autovacuum keeps up, or the
     /// managers run it: [`WorkerConfig::maintenance_interval`](crate::WorkerConfig::maintenance_interval)).
@@ -33,6 +38,7 @@ impl Default for Settings {
     fn default() -> Settings {
         Settings {
             worker_ttl: worker_registry_ttl_sweep::DEFAULT_TTL,
+            stale_after: dependency::STALE,
             maintenance: Some(maintenance::Config::default()),
         }
     }
@@ -82,9 +88,9 @@ pub fn reconcilers_with(settings: &Settings) -> Vec<Arc<dyn Reconciler>> {
         Tick::LeaseExpiry,
         Tick::AttemptTimeout,
         Tick::SuspensionTimeout,
-        Tick::Dependency,
+        Tick::Dependency(settings.stale_after),
         Tick::EdgeCancelDispatcher,
-        Tick::EdgeCancelReconciler,
+        Tick::EdgeCancelReconciler(settings.stale_after),
         Tick::BudgetReset,
         Tick::WorkerRegistryTtlSweep(settings.worker_ttl),
     ];
@@ -103,9 +109,9 @@ enum Tick {
     LeaseExpiry,
     AttemptTimeout,
     SuspensionTimeout,
-    Dependency,
+    Dependency(Duration),
     EdgeCancelDispatcher,
-    EdgeCancelReconciler,
+    EdgeCancelReconciler(Duration),
     BudgetReset,
     WorkerRegistryTtlSweep(Duration),
     Maintenance(maintenance::Config),
@@ -118,9 +124,9 @@ impl Reconciler for Tick {
             Tick::LeaseExpiry => "lease_expiry",
             Tick::AttemptTimeout => "attempt_timeout",
             Tick::SuspensionTimeout => "suspension_timeout",
-            Tick::Dependency => "dependency",
+            Tick::Dependency(_) => "dependency",
             Tick::EdgeCancelDispatcher => "edge_cancel_dispatcher",
-            Tick::EdgeCancelReconciler => "edge_cancel_reconciler",
+            Tick::EdgeCancelReconciler(_) => "edge_cancel_reconciler",
             Tick::BudgetReset => "budget_reset",
             Tick::WorkerRegistryTtlSweep(_) => "worker_registry_ttl_sweep",
             Tick::Maintenance(_) => "maintenance",
@@ -131,8 +137,8 @@ impl Reconciler for Tick {
         Duration::from_secs(match self {
             Tick::EdgeCancelDispatcher => 1,
             Tick::WorkerRegistryTtlSweep(_) => 10,
-            Tick::Dependency => 15,
-            Tick::EdgeCancelReconciler => 30,
+            Tick::Dependency(_) => 15,
+            Tick::EdgeCancelReconciler(_) => 30,
             _ => 5,
         })
     }
@@ -173,12 +179,14 @@ impl Reconciler for Tick {
             Tick::LeaseExpiry => lease_expiry::run_once(conn, partition, now).await?,
             Tick::AttemptTimeout => attempt_timeout::run_once(conn, partition, now).await?,
             Tick::SuspensionTimeout => suspension_timeout::run_once(conn, partition, now).await?,
-            Tick::Dependency => dependency::run_once(conn, partition, now).await?,
+            Tick::Dependency(stale) => {
+                dependency::run_once_with(conn, partition, now, stale).await?
+            }
             Tick::EdgeCancelDispatcher => {
                 edge_cancel_dispatcher::run_once(conn, partition, now).await?
             }
-            Tick::EdgeCancelReconciler => {
-                edge_cancel_reconciler::run_once(conn, partition, now).await?
+            Tick::EdgeCancelReconciler(stale) => {
+                edge_cancel_reconciler::run_once_with(conn, partition, now, stale).await?
             }
             Tick::BudgetReset => budget_reset::run_once(conn, partition, now).await?,
             Tick::WorkerRegistryTtlSweep(ttl) => {
