@@ -3,6 +3,7 @@
 
 mod baseline;
 mod docs;
+mod reconcile;
 mod remote;
 mod rules;
 mod scan;
@@ -18,7 +19,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "trawl", version, long_about = None)]
 #[command(
-    after_help = "Examples:\n  trawl scan .                       scan the current folder, findings as JSONL on stdout\n  trawl scan ./repo --redact --sort  hide secrets, sort findings by path and offset\n  trawl scan ./dumps -o findings.jsonl\n  trawl scan . --rules .gitleaks.toml --baseline last.jsonl\n  trawl scan s3://bucket/logs/       scan every object under a prefix\n  trawl rules check .gitleaks.toml   validate a rule file\n  trawl completions bash             shell completions (also zsh, fish…)\n  trawl man | man -l -               the manual page\n\nExit codes: 0 nothing found, 1 findings, 2 usage error or incomplete scan."
+    after_help = "Examples:\n  trawl scan .                       scan the current folder, findings as JSONL on stdout\n  trawl scan ./repo --redact --sort  hide secrets, sort findings by path and offset\n  trawl scan ./dumps -o findings.jsonl\n  trawl scan . --rules .gitleaks.toml --baseline last.jsonl\n  trawl scan s3://bucket/logs/       scan every object under a prefix\n  trawl rules check .gitleaks.toml   validate a rule file\n  trawl reconcile                    repair the job queue (DATABASE_URL) until stopped\n  trawl completions bash             shell completions (also zsh, fish…)\n  trawl man | man -l -               the manual page\n\nExit codes: 0 nothing found, 1 findings, 2 usage error or incomplete scan."
 )]
 struct Cli {
     /// Log more (-v: info, -vv: debug); RUST_LOG overrides.
@@ -39,6 +40,9 @@ enum Command {
         after_help = "Examples:\n  trawl rules list --rules .gitleaks.toml\n  trawl rules check .gitleaks.toml\n\nRule files are gitleaks v8 TOML (docs/config.md)."
     )]
     Rules(rules::RulesCommand),
+    /// Run the job queue's reconcilers (crash recovery, timeouts, cancels,
+    /// budgets, vacuum) until stopped.
+    Reconcile(reconcile::ReconcileArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(docs::CompletionsArgs),
     /// Print the manual page, or write a page per command into a folder.
@@ -57,10 +61,16 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging(cli.verbose);
+    // A long-running service shows its warnings (failed ticks) by default.
+    let quietest = match cli.command {
+        Command::Reconcile(_) => "warn",
+        _ => "error",
+    };
+    init_logging(cli.verbose, quietest);
     let outcome = match cli.command {
         Command::Scan(args) => scan::run(*args),
         Command::Rules(command) => rules::run(command),
+        Command::Reconcile(args) => reconcile::run(args),
         Command::Completions(args) => docs::completions(&args),
         Command::Man(args) => docs::man(&args),
     };
@@ -73,10 +83,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, quietest: &str) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "error",
+        0 => quietest,
         1 => "info",
         _ => "debug",
     };

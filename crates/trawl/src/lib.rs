@@ -13,6 +13,8 @@
 //! | [`budget`] | `trawl-budget` | buffer pool and counted permits |
 //! | [`fs`] | `trawl-backend-fs` | local folders (feature `fs`, on by default) |
 //! | [`objstore`] | `trawl-backend-objstore` | `s3://`, `gs://`, `az://`, `memory://` and `http(s)://` URLs (feature `objstore`, on by default) |
+//! | [`jobs`] | `trawl-jobs` | the Postgres job queue (feature `jobs`) |
+//! | [`reconcile`] | `trawl-reconcile` | the supervisor of the queue's reconcilers (feature `jobs`) |
 //!
 //! # Example
 //!
@@ -56,6 +58,10 @@ pub use trawl_scheduler as scheduler;
 pub use trawl_backend_fs as fs;
 #[cfg(feature = "objstore")]
 pub use trawl_backend_objstore as objstore;
+#[cfg(feature = "jobs")]
+pub use trawl_jobs as jobs;
+#[cfg(feature = "jobs")]
+pub use trawl_reconcile as reconcile;
 
 pub use trawl_backend::{ErrorClass, RemoteBackend, RemoteObject, SkipReason};
 #[cfg(feature = "fs")]
