@@ -122,7 +122,11 @@ fn check_partition(partition: i16, count: i16) -> Result<()> {
 /// error`. `$2` is the pinned clock. Each lost job gets an attempt row with
 /// `$outcome`, then goes back to pending at once, or to the finished
 /// table as dead (no attempts left) or cancelled (a cancel was requested).
-/// The statement's result is the number of lost jobs, `lost_jobs`.
+/// The queues that got a job back are notified on
+/// [`NOTIFY_CHANNEL`](crate::NOTIFY_CHANNEL) (at the commit), so idle
+/// workers claim it at once instead of at their next poll; `lost_jobs`
+/// reads `woken` only so that Postgres runs it. The statement's result is
+/// the number of lost jobs, `lost_jobs`.
 macro_rules! release_lost_jobs {
     ($outcome:literal) => {
         concat!(
@@ -142,6 +146,10 @@ macro_rules! release_lost_jobs {
                 FROM lost
                 WHERE j.id = lost.id AND lost.attempt < lost.max_attempts
                     AND NOT lost.cancel_requested
+                RETURNING j.queue
+            ), woken AS (
+                SELECT count(pg_notify('trawl_jobs_enqueued', queue)) AS n
+                FROM (SELECT DISTINCT queue FROM retried) q
             ), gone AS (
                 DELETE FROM trawl_jobs.jobs j USING lost
                 WHERE j.id = lost.id
@@ -162,9 +170,24 @@ macro_rules! release_lost_jobs {
                     on_timeout, has_children, cost
                 FROM gone
             ), lost_jobs AS (
-                SELECT count(*) AS n FROM lost
+                SELECT count(*) + 0 * (SELECT n FROM woken) AS n FROM lost
             )"
         )
     };
 }
 pub(crate) use release_lost_jobs;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn released_jobs_wake_the_queue_s_listeners() {
+        let channel = format!("pg_notify('{}', queue)", crate::NOTIFY_CHANNEL);
+        for sql in [
+            super::lease_expiry::SQL,
+            super::attempt_timeout::SQL,
+            super::worker_registry_ttl_sweep::SQL,
+        ] {
+            assert!(sql.contains(&channel));
+        }
+    }
+}
