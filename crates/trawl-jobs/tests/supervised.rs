@@ -16,7 +16,7 @@ use trawl_jobs::reconcile::{Settings, reconcilers_with};
 use trawl_jobs::{
     Budget, BudgetScope, JobQueue, JobState, NOTIFY_CHANNEL, NewJob, OnTimeout, Outcome, claim,
 };
-use trawl_reconcile::{Config, ReconcilerHandle, spawn_reconcilers};
+use trawl_reconcile::{Config, ReconcilerHandle, ReconcilerStats, spawn_reconcilers};
 
 /// Every tick of the queue, every 100 ms, with thresholds short enough
 /// for a test: stale after 200 ms, workers silent for 1 s are swept.
@@ -38,9 +38,9 @@ fn start(db: &TestDb) -> ReconcilerHandle {
 }
 
 /// Stops the supervisor, checks that no tick failed on the way, and
-/// returns a way to read the rows each reconciler changed (final, once
-/// stopped: a tick's figures are counted just after its commit).
-async fn stop(mut handle: ReconcilerHandle) -> impl Fn(&str) -> u64 {
+/// returns the figures (final once stopped: a tick's figures are counted
+/// just after its commit).
+async fn stop(mut handle: ReconcilerHandle) -> Vec<ReconcilerStats> {
     assert_eq!(handle.shutdown(Duration::from_secs(10)).await, 0);
     let stats = handle.stats();
     for stats in &stats {
@@ -52,12 +52,15 @@ async fn stop(mut handle: ReconcilerHandle) -> impl Fn(&str) -> u64 {
             stats.last_error
         );
     }
-    move |name| {
-        stats
-            .iter()
-            .find(|s| s.name == name)
-            .map_or(0, |s| s.rows_changed)
-    }
+    stats
+}
+
+/// The rows the reconciler `name` changed.
+fn rows_changed(stats: &[ReconcilerStats], name: &str) -> u64 {
+    stats
+        .iter()
+        .find(|s| s.name == name)
+        .map_or(0, |s| s.rows_changed)
 }
 
 /// Waits (at most 20 s) until job `id` is in `want`.
@@ -119,8 +122,8 @@ async fn an_expired_lease_is_reclaimed() {
         .expect("a notification")
         .unwrap();
     assert_eq!(woken.payload(), "default");
-    let rows_changed = stop(handle).await;
-    assert!(rows_changed("lease_expiry") >= 1);
+    let stats = stop(handle).await;
+    assert!(rows_changed(&stats, "lease_expiry") >= 1);
 }
 
 #[tokio::test]
@@ -216,13 +219,13 @@ async fn blocked_children_are_released_or_cancelled_by_their_parents_ends() {
     let handle = start(&db);
     wait_state(&queue, released, JobState::Pending).await;
     wait_state(&queue, cancelled, JobState::Cancelled).await;
-    let rows_changed = stop(handle).await;
+    let stats = stop(handle).await;
     // The promotion is the dependency tick's alone; the cancel is its, or
     // the dispatcher's once edge_cancel_reconciler has queued the dead
     // parent's propagation again.
-    assert!(rows_changed("dependency") >= 1);
+    assert!(rows_changed(&stats, "dependency") >= 1);
     assert_eq!(
-        rows_changed("dependency") + rows_changed("edge_cancel_dispatcher"),
+        rows_changed(&stats, "dependency") + rows_changed(&stats, "edge_cancel_dispatcher"),
         2
     );
 }
@@ -248,15 +251,17 @@ async fn a_cancel_reaches_every_descendant_and_a_half_done_one_is_repaired() {
     for id in whole.into_iter().chain(half) {
         wait_state(&queue, id, JobState::Cancelled).await;
     }
-    let rows_changed = stop(handle).await;
+    let stats = stop(handle).await;
     assert!(
-        rows_changed("edge_cancel_dispatcher") >= 3,
+        rows_changed(&stats, "edge_cancel_dispatcher") >= 3,
         "the whole tree"
     );
     // The half-done tree is repaired by whichever comes first: the
     // reconciler queueing the root's propagation again, or the dependency
     // tick finding its blocked children's parent cancelled.
-    assert!(rows_changed("edge_cancel_reconciler") + rows_changed("dependency") >= 1);
+    assert!(
+        rows_changed(&stats, "edge_cancel_reconciler") + rows_changed(&stats, "dependency") >= 1
+    );
 }
 
 #[tokio::test]
@@ -295,8 +300,8 @@ async fn a_budget_resets_at_its_window() {
         assert!(start.elapsed() < Duration::from_secs(20), "never reset");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let rows_changed = stop(handle).await;
-    assert!(rows_changed("budget_reset") >= 1);
+    let stats = stop(handle).await;
+    assert!(rows_changed(&stats, "budget_reset") >= 1);
 }
 
 #[tokio::test]
