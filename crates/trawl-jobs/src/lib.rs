@@ -164,10 +164,34 @@
 //! deadline), [`reconcile::edge_cancel_dispatcher`] and
 //! [`reconcile::edge_cancel_reconciler`] (cancels reaching descendants),
 //! [`reconcile::dependency`] (missed promotions) and
-//! [`reconcile::budget_reset`] (budget windows). Moving finished jobs out keeps the hot table small in live
-//! rows, but each job still leaves dead row versions that only a vacuum
-//! removes; [`maintenance::run_once`] vacuums the hot tables when they
-//! need it, for servers whose autovacuum is off or too slow for a queue.
+//! [`reconcile::budget_reset`] (budget windows). Moving finished jobs out
+//! keeps the hot table small in live rows, but each job still leaves dead
+//! row versions that only a vacuum removes; [`maintenance::run_once`]
+//! vacuums the hot tables when they need it, for servers whose autovacuum
+//! is off or too slow for a queue.
+//!
+//! Run them all, periodically, on one node or many, with the supervisor of
+//! the `trawl-reconcile` crate ([`reconcile::reconcilers`] gives it every
+//! tick with its scope and default interval), or with the `trawl
+//! reconcile` command:
+//!
+//! ```no_run
+//! # async fn run(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//!
+//! let config = trawl_reconcile::Config::default();
+//! let mut handle =
+//!     trawl_reconcile::spawn_reconcilers(pool, config, trawl_jobs::reconcile::reconcilers())?;
+//! // … run workers …
+//! handle.shutdown(Duration::from_secs(10)).await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Execution is at least once: a job whose worker was only slow may run
+//! again elsewhere, so a handler must be idempotent (see
+//! `docs/ARCHITECTURE.md`, "The reconcilers … and what recovery
+//! guarantees").
 //!
 //! # Cluster events
 //!
