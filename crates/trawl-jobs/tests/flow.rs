@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
-use support::jobs::{claim_all, finish, step as job, tree};
+use support::jobs::{claim_all, finish, finish_without_trigger, step as job, tree};
 use trawl_jobs::reconcile::{
     JOB_PARTITIONS, dependency, edge_cancel_dispatcher, edge_cancel_reconciler, suspension_timeout,
 };
@@ -185,18 +185,11 @@ async fn missed_promotions_and_cancels_are_repaired_by_the_dependency_tick() {
         .unwrap();
     let mut conn = db.pool.acquire().await.unwrap();
     claim_all(&mut conn).await;
-    // A crash between the parents' ends and their children's updates: the
-    // finish trigger does not run.
-    sqlx::query("ALTER TABLE trawl_jobs.jobs_finished DISABLE TRIGGER job_finished")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    finish(&mut conn, good, 1, Outcome::Succeeded).await;
-    finish(&mut conn, bad, 1, Outcome::Dead("no".into())).await;
-    sqlx::query("ALTER TABLE trawl_jobs.jobs_finished ENABLE TRIGGER job_finished")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    let ends = vec![
+        (good, Outcome::Succeeded),
+        (bad, Outcome::Dead("no".into())),
+    ];
+    finish_without_trigger(&mut conn, ends).await;
     for id in [promoted, doomed, waiting] {
         assert_eq!(state(&queue, id).await, JobState::Blocked);
     }

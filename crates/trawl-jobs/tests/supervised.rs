@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use support::db::TestDb;
-use support::jobs::{claim_all, finish, register, step, tree};
+use support::jobs::{claim_all, finish, finish_without_trigger, register, step, tree};
 use tokio::time::Instant;
 use trawl_jobs::reconcile::{Settings, reconcilers_with};
 use trawl_jobs::{
@@ -200,18 +200,11 @@ async fn blocked_children_are_released_or_cancelled_by_their_parents_ends() {
     let cancelled = queue.enqueue(step("b").depends_on([bad])).await.unwrap();
     let mut conn = db.pool.acquire().await.unwrap();
     claim_all(&mut conn).await;
-    // The parents end without their finish trigger (a crash between the
-    // two, an older writer): only the `dependency` reconciler can see it.
-    sqlx::query("ALTER TABLE trawl_jobs.jobs_finished DISABLE TRIGGER job_finished")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    finish(&mut conn, good, 1, Outcome::Succeeded).await;
-    finish(&mut conn, bad, 1, Outcome::Dead("no".into())).await;
-    sqlx::query("ALTER TABLE trawl_jobs.jobs_finished ENABLE TRIGGER job_finished")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    let ends = vec![
+        (good, Outcome::Succeeded),
+        (bad, Outcome::Dead("no".into())),
+    ];
+    finish_without_trigger(&mut conn, ends).await;
     assert_eq!(
         queue.get(released).await.unwrap().unwrap().state,
         JobState::Blocked

@@ -262,18 +262,23 @@ async fn wait_count(pool: &PgPool, sql: &str, want: i64, limit: Duration) {
     }
 }
 
+/// The runs table, and `n` jobs of `kind` on the default queue; their ids.
+async fn jobs(db: &TestDb, kind: &str, n: i64) -> Vec<i64> {
+    sqlx::query(RUNS_TABLE).execute(&db.pool).await.unwrap();
+    db.queue()
+        .await
+        .enqueue_many((0..n).map(|i| NewJob::new(kind, i.into())).collect())
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn three_processes_do_every_job_exactly_once() {
     let Some(db) = support::db::fresh().await else {
         return;
     };
-    let queue = db.queue().await;
-    sqlx::query(RUNS_TABLE).execute(&db.pool).await.unwrap();
     let n = 600i64;
-    queue
-        .enqueue_many((0..n).map(|i| NewJob::new("unit", i.into())).collect())
-        .await
-        .unwrap();
+    jobs(&db, "unit", n).await;
     let processes: Vec<WorkerProcess> = (0..3)
         .map(|p| WorkerProcess::spawn(&db, &format!("proc-{p}")))
         .collect();
@@ -329,12 +334,7 @@ async fn a_killed_worker_s_jobs_run_again_after_their_leases_expire() {
     let Some(db) = support::db::fresh().await else {
         return;
     };
-    let queue = db.queue().await;
-    sqlx::query(RUNS_TABLE).execute(&db.pool).await.unwrap();
-    let ids = queue
-        .enqueue_many((0..4).map(|i| NewJob::new("sleepy", i.into())).collect())
-        .await
-        .unwrap();
+    let ids = jobs(&db, "sleepy", 4).await;
     let doomed = WorkerProcess::spawn(&db, "doomed");
     wait_count(
         &db.pool,
@@ -422,13 +422,8 @@ async fn the_other_processes_reconcilers_recover_a_killed_process_s_jobs() {
     let Some(db) = support::db::fresh().await else {
         return;
     };
-    let queue = db.queue().await;
-    sqlx::query(RUNS_TABLE).execute(&db.pool).await.unwrap();
     let n = 2_000i64;
-    queue
-        .enqueue_many((0..n).map(|i| NewJob::new("steady", i.into())).collect())
-        .await
-        .unwrap();
+    jobs(&db, "steady", n).await;
     let started = Instant::now();
     let doomed = WorkerProcess::spawn(&db, "doomed");
     let survivors: Vec<WorkerProcess> = (1..=2)
