@@ -39,6 +39,15 @@
 //!   against `latency-sql`, the same in raw SQL: an `INSERT` with
 //!   `pg_notify` on one connection, `LISTEN` and the claim statement on
 //!   another.
+//! - `reconcile URL --jobs N --expired-pct P`: one tick of the queue's
+//!   `lease_expiry` reconciler, run by the supervisor of `trawl-reconcile`
+//!   as a node runs it, over a hot table of `N` running jobs of which `P` %
+//!   have an expired lease, spread over every partition
+//!   ([`RUNNING_JOBS`]): the tick's time, as the supervisor records it,
+//!   for the 16 partitions; against a bare `UPDATE` per partition of the
+//!   same jobs back to pending, one transaction each, on the same table
+//!   reloaded row for row. Both fix exactly the expired jobs, which is
+//!   checked.
 //! - `info URL`: the server's version and the settings that bear on the
 //!   figures (autovacuum, synchronous_commit, fsync).
 
@@ -53,6 +62,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions as _, Connection as _, PgConnection, PgPool};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
+use trawl_jobs::reconcile::JOB_PARTITIONS;
 use trawl_jobs::{
     Budget, BudgetScope, DEFAULT_QUEUE, JobQueue, JobResult, NewJob, QueueLimits, WorkerConfig,
     WorkerManager, Workers, maintenance, worker_fn,
@@ -79,6 +89,10 @@ const SLOWEST_JOBS_PER_SECOND: u64 = 170;
 
 /// How long one latency sample may take before the run fails.
 const SAMPLE_LIMIT: Duration = Duration::from_secs(10);
+
+/// How long the supervisor's first tick of `lease_expiry` may take before
+/// `reconcile` fails.
+const TICK_LIMIT: Duration = Duration::from_secs(120);
 
 /// Connections of the bench's pool: the manager's, the producer's and the
 /// bench's own queries.
@@ -137,6 +151,32 @@ WITH gone AS (DELETE FROM bench_jobs WHERE id = ANY(:ids::bigint[]) RETURNING *)
 COMMIT;
 ";
 
+/// The hot table of `reconcile`: `$1` jobs of kind `$3` on queue `$4`, ids
+/// 0 to `$1 - 1`, all running their first attempt (of 3, so that a job
+/// taken back goes to pending, not to the dead letters) for one of 64
+/// workers. `$2` % of them have a lease that expired a minute or two ago,
+/// the others one that runs 10 to 11 minutes more. The expired ones are
+/// `$2` of every run of 100 ids, at offsets that shift by one from a run to
+/// the next: they spread over the whole table and fall evenly in the 16
+/// partitions (`id % 16`; a fixed offset would hit 4 of them only, 100
+/// being 4 mod 16).
+const RUNNING_JOBS: &str = "
+    INSERT INTO trawl_jobs.jobs (id, kind, queue, state, priority, payload, run_at, attempt,
+        max_attempts, lease_owner, lease_expires_at, attempted_at)
+    SELECT i, $3, $4, 'running', 1, jsonb_build_object('n', i), now() - interval '3 minutes',
+        1, 3, 'bench-worker-' || i % 64,
+        CASE WHEN (i + i / 100) % 100 < $2 THEN now() - make_interval(secs => 60 + i % 60)
+            ELSE now() + make_interval(secs => 600 + i % 60) END,
+        now() - interval '3 minutes'
+    FROM generate_series(0, $1 - 1) AS i";
+
+/// The baseline of `reconcile` on one partition (`$1`): the least a lease
+/// expiry does, the expired jobs back to pending in one statement, without
+/// the tick's attempt rows, batch limit, row locks or advisory lock.
+const BARE_LEASE_EXPIRY: &str = "
+    UPDATE trawl_jobs.jobs SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL
+    WHERE partition = $1 AND state = 'running' AND lease_expires_at < now()";
+
 const USAGE: &str = "\
 usage: jobsbench info URL
        jobsbench enqueue URL --jobs N
@@ -147,6 +187,7 @@ usage: jobsbench info URL
        jobsbench sustained URL --seconds S --interval S
        jobsbench latency URL --samples N --gap-ms MS
        jobsbench latency-sql URL --samples N --gap-ms MS
+       jobsbench reconcile URL --jobs N --expired-pct P
 URL names a PostgreSQL server on a loopback address (its database is used
 to create and drop the bench's own).";
 
@@ -186,6 +227,11 @@ enum Bench {
     LatencySql {
         samples: u64,
         gap: Duration,
+    },
+    /// `expired_pct`: 1 to 100.
+    Reconcile {
+        jobs: u64,
+        expired_pct: u64,
     },
 }
 
@@ -284,6 +330,13 @@ fn parse<'a>(args: &[&'a str]) -> Option<(&'a str, Bench)> {
                 Bench::LatencySql { samples, gap }
             }
         }
+        "reconcile" => {
+            let values = flags(&["--jobs", "--expired-pct"])?;
+            Bench::Reconcile {
+                jobs: number(values[0])?,
+                expired_pct: number(values[1]).filter(|pct| *pct <= 100)?,
+            }
+        }
         _ => return None,
     };
     Some((url, bench))
@@ -329,6 +382,7 @@ async fn run(url: &str, bench: Bench) -> Result<String> {
         Bench::Sustained { seconds, interval } => sustained(&db, seconds, interval).await,
         Bench::Latency { samples, gap } => latency(&db, samples, gap).await,
         Bench::LatencySql { samples, gap } => latency_sql(&db, samples, gap).await,
+        Bench::Reconcile { jobs, expired_pct } => reconcile(&db, jobs, expired_pct).await,
     };
     db.drop().await;
     result
@@ -840,6 +894,143 @@ async fn latency_sql(db: &FreshDb, samples: u64, gap: Duration) -> Result<String
     }
     consumer.abort();
     Ok(latency_line(waits, calls))
+}
+
+/// `reconcile`: the bare `UPDATE`s, then the supervisor's tick, each on
+/// the table just (re)loaded, each checked to fix exactly the expired
+/// jobs (the tick also to leave them pending with an attempt row each).
+async fn reconcile(db: &FreshDb, n: u64, expired_pct: u64) -> Result<String> {
+    db.queue().await?;
+    let expired = load_running_jobs(db, n, expired_pct).await?;
+    let (baseline, fixed) = bare_lease_expiry(&db.pool).await?;
+    check(fixed == expired, || {
+        format!("the bare UPDATE fixed {fixed} jobs of {expired} expired")
+    })?;
+
+    let reloaded = load_running_jobs(db, n, expired_pct).await?;
+    check(reloaded == expired, || {
+        format!("the reload has {reloaded} expired jobs, the first load {expired}")
+    })?;
+    let (tick, fixed) = supervised_lease_expiry(&db.pool).await?;
+    let (pending, attempts): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM trawl_jobs.jobs WHERE state = 'pending'),
+            (SELECT count(*) FROM trawl_jobs.job_attempts WHERE outcome = 'lease_expired')",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    check(
+        fixed == expired && pending as u64 == expired && attempts as u64 == expired,
+        || {
+            format!(
+                "{expired} leases expired; the tick changed {fixed} rows, left {pending} jobs \
+                 pending and recorded {attempts} expired attempts"
+            )
+        },
+    )?;
+    Ok(format!(
+        "jobs={n} expired={expired} partitions={JOB_PARTITIONS} baseline_seconds={:.6} \
+         tick_seconds={:.6}",
+        baseline.as_secs_f64(),
+        tick.as_secs_f64()
+    ))
+}
+
+/// Empties the queue's job tables and loads [`RUNNING_JOBS`] (`n` jobs,
+/// `expired_pct` % of them expired) into the hot one, vacuums and analyzes
+/// it, then checkpoints: each measurement of `reconcile` starts from the
+/// same table, row for row, with no dead tuple, fresh statistics and no
+/// checkpoint of the load's WAL to come in the middle of it (so that
+/// either side, alike, writes a full image of each page it is first to
+/// change, as the first tick after a checkpoint does). Returns how many
+/// leases expired.
+async fn load_running_jobs(db: &FreshDb, n: u64, expired_pct: u64) -> Result<u64> {
+    sqlx::query("TRUNCATE trawl_jobs.jobs, trawl_jobs.jobs_finished, trawl_jobs.job_attempts")
+        .execute(&db.pool)
+        .await?;
+    sqlx::query(RUNNING_JOBS)
+        .bind(n as i64)
+        .bind(expired_pct as i64)
+        .bind(KIND)
+        .bind(DEFAULT_QUEUE)
+        .execute(&db.pool)
+        .await?;
+    maintenance::vacuum_hot_tables(&db.pool).await?;
+    sqlx::query("CHECKPOINT").execute(&db.pool).await?;
+    let expired: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM trawl_jobs.jobs WHERE state = 'running' AND lease_expires_at < now()",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    Ok(expired as u64)
+}
+
+/// [`BARE_LEASE_EXPIRY`] on every partition in turn, a transaction each:
+/// the time of all of them and the jobs they fixed.
+async fn bare_lease_expiry(pool: &PgPool) -> Result<(Duration, u64)> {
+    let start = Instant::now();
+    let mut fixed = 0;
+    for partition in 0..JOB_PARTITIONS {
+        let mut tx = pool.begin().await?;
+        fixed += sqlx::query(BARE_LEASE_EXPIRY)
+            .bind(partition)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+    }
+    Ok((start.elapsed(), fixed))
+}
+
+/// One tick of the queue's `lease_expiry` reconciler, alone, run by
+/// [`trawl_reconcile::spawn_reconcilers`] as a node runs it (a pooled
+/// connection, a transaction and an advisory lock per partition): the
+/// tick's time for every partition, as the supervisor records it, and the
+/// rows it changed.
+async fn supervised_lease_expiry(pool: &PgPool) -> Result<(Duration, u64)> {
+    const NAME: &str = "lease_expiry";
+    let reconcilers: Vec<_> = trawl_jobs::reconcile::reconcilers()
+        .into_iter()
+        .filter(|reconciler| reconciler.name() == NAME)
+        .collect();
+    check(reconcilers.len() == 1, || {
+        format!(
+            "trawl-jobs has {} reconcilers named {NAME}",
+            reconcilers.len()
+        )
+    })?;
+    // No phase, so the first tick starts at once; an interval of an hour,
+    // so no second one starts before the shutdown.
+    let config = trawl_reconcile::Config {
+        max_phase: Duration::ZERO,
+        ..trawl_reconcile::Config::default()
+    }
+    .with_interval(NAME, Duration::from_secs(3600));
+    let mut handle = trawl_reconcile::spawn_reconcilers(pool.clone(), config, reconcilers)?;
+    let deadline = Instant::now() + TICK_LIMIT;
+    let stats = loop {
+        let stats = handle
+            .stats_of(NAME)
+            .ok_or("the supervisor has no figures for lease_expiry")?;
+        if stats.ticks > 0 || Instant::now() >= deadline {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let aborted = handle.shutdown(GRACE).await;
+    check(stats.ticks == 1, || {
+        format!(
+            "{} ticks of {NAME} ended within {TICK_LIMIT:?}, not 1",
+            stats.ticks
+        )
+    })?;
+    check(
+        stats.errors == 0 && stats.panics == 0 && stats.skipped == 0 && aborted == 0,
+        || format!("the tick did not run cleanly ({aborted} tasks aborted): {stats:?}"),
+    )?;
+    let took = stats
+        .last_tick_duration
+        .ok_or("the supervisor recorded a tick without its duration")?;
+    Ok((took, stats.rows_changed))
 }
 
 /// `samples=… p50_ms=… p99_ms=… max_ms=… enqueue_p50_ms=…`.

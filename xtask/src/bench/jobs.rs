@@ -18,6 +18,16 @@
 //!   far above what the run reaches, so that every claim takes the limited
 //!   path; against the plain row of the same run. Target: at least
 //!   [`LIMITED_RATIO_TARGET`] of it (a slowdown of 15 % at most).
+//! - **lease expiry**: one tick of the queue's `lease_expiry` reconciler,
+//!   run by the supervisor of `trawl-reconcile` over a hot table of
+//!   [`RECONCILE_JOBS`] running jobs, [`RECONCILE_EXPIRED_PCT`] % of them
+//!   with an expired lease (in every partition alike), against a bare
+//!   `UPDATE` of the same jobs back to pending, one transaction per
+//!   partition, in the same process on the same table reloaded (each side
+//!   right after a checkpoint). Target: under [`RECONCILE_TARGET_MS`] ms
+//!   per partition tick (the tick's time over its 16 partitions, each a
+//!   transaction of its own that holds its rows' locks that long); the
+//!   time against the bare `UPDATE` is context, with no target.
 //! - **sustained**: the manager for 5 minutes (`--quick`: 1), with a producer
 //!   keeping the queue fed: jobs/s per minute (per 10 s), each against
 //!   the pgbench figure of the same run. Target: the last minute at least
@@ -31,9 +41,10 @@
 //!   then `LISTEN` and the claim statement on another connection). No
 //!   target.
 //!
-//! The throughput rows run [`RUNS`] times each, alternately with their
-//! baseline, and the best of each counts; `jobsbench` times only the
-//! measurement, not the database's creation and loading.
+//! The throughput rows and the lease expiry run [`RUNS`] times each,
+//! alternately with their baseline (the lease expiry's baseline runs first
+//! in each of its processes), and the best of each counts; `jobsbench`
+//! times only the measurement, not the database's creation and loading.
 
 use std::path::Path;
 use std::process::Command;
@@ -57,6 +68,13 @@ const PROCESS_RATIO_TARGET: f64 = 1.0;
 /// Claims with limits configured (not binding) against claims without, at
 /// least.
 const LIMITED_RATIO_TARGET: f64 = 0.85;
+/// Running jobs of the lease expiry row, and the percentage of them whose
+/// lease expired.
+const RECONCILE_JOBS: u64 = 1_000_000;
+const RECONCILE_EXPIRED_PCT: u64 = 1;
+/// A tick of `lease_expiry` must take less than this many milliseconds per
+/// partition.
+const RECONCILE_TARGET_MS: f64 = 100.0;
 /// The last interval of the sustained run against its first, at least.
 const SUSTAINED_TARGET: f64 = 0.8;
 /// Single enqueues of the latency row, and the pause after each, so that
@@ -132,6 +150,17 @@ pub(super) fn run(root: &Path, target: &Path, quick: bool, required: bool) -> Re
         limited.record(bench.throughput("process-limited", run, &["--jobs", &jobs])?);
     }
 
+    let reconcile_args = [
+        "--jobs",
+        &RECONCILE_JOBS.to_string(),
+        "--expired-pct",
+        &RECONCILE_EXPIRED_PCT.to_string(),
+    ];
+    let mut reconcile = Reconcile::default();
+    for run in 1..=RUNS {
+        reconcile.record(&bench.run_of("reconcile", run, &reconcile_args)?)?;
+    }
+
     let (seconds, interval) = sustained_shape(quick);
     let sustained = Sustained::parse(&bench.run(
         "sustained",
@@ -160,6 +189,7 @@ pub(super) fn run(root: &Path, target: &Path, quick: bool, required: bool) -> Re
         pgbench: baseline,
         process,
         limited,
+        reconcile,
         sustained,
         latency_sql,
         latency,
@@ -185,10 +215,15 @@ impl JobsBench {
         Ok(fields)
     }
 
+    /// Run `run` of [`RUNS`] of a row: [`JobsBench::run`], announced.
+    fn run_of(&self, command: &str, run: usize, args: &[&str]) -> Result<String> {
+        eprintln!("\nxtask: jobs {command}, run {run}/{RUNS}");
+        self.run(command, args)
+    }
+
     /// One run of a throughput row.
     fn throughput(&self, command: &str, run: usize, args: &[&str]) -> Result<Throughput> {
-        eprintln!("\nxtask: jobs {command}, run {run}/{RUNS}");
-        Throughput::parse(&self.run(command, args)?)
+        Throughput::parse(&self.run_of(command, run, args)?)
     }
 }
 
@@ -237,6 +272,44 @@ impl Best {
         if self.0.is_none_or(|best| run.seconds < best.seconds) {
             self.0 = Some(run);
         }
+    }
+}
+
+/// The lease expiry row: the best of its runs, each side a throughput of
+/// the expired jobs it fixed.
+#[derive(Debug, Default)]
+struct Reconcile {
+    /// Partitions of one tick.
+    partitions: u64,
+    /// The bare `UPDATE`s, a transaction per partition.
+    baseline: Best,
+    /// The supervisor's tick of `lease_expiry`.
+    tick: Best,
+}
+
+impl Reconcile {
+    /// Records a run's line, `jobs=… expired=… partitions=…
+    /// baseline_seconds=… tick_seconds=…`.
+    fn record(&mut self, line: &str) -> Result<()> {
+        let expired = field(line, "expired")?;
+        let side = |name: &str| -> Result<Throughput> {
+            Ok(Throughput {
+                jobs: expired,
+                seconds: field(line, name)?,
+                statements: None,
+            })
+        };
+        let (baseline, tick) = (side("baseline_seconds")?, side("tick_seconds")?);
+        self.partitions = field(line, "partitions")?;
+        self.baseline.record(baseline);
+        self.tick.record(tick);
+        Ok(())
+    }
+
+    /// The mean time of a partition in `best`, in milliseconds.
+    fn ms_per_partition(&self, best: &Best) -> Option<f64> {
+        best.0
+            .map(|m| m.seconds * 1e3 / self.partitions.max(1) as f64)
     }
 }
 
@@ -328,6 +401,7 @@ struct Report<'a> {
     pgbench: Best,
     process: Best,
     limited: Best,
+    reconcile: Reconcile,
     sustained: Sustained,
     latency_sql: Latency,
     latency: Latency,
@@ -470,6 +544,38 @@ fn print_report(r: &Report<'_>) {
         );
     }
 
+    let rc = &r.reconcile;
+    let label = format!("lease expiry {}", thousands(RECONCILE_JOBS));
+    row(
+        &label,
+        "UPDATE per partition (baseline)",
+        &rc.baseline,
+        None,
+        String::new(),
+    );
+    let tick_ms = rc.ms_per_partition(&rc.tick).unwrap_or(f64::INFINITY);
+    row(
+        "",
+        "lease_expiry via the supervisor",
+        &rc.tick,
+        Some(&rc.baseline),
+        format!(
+            "< {RECONCILE_TARGET_MS:.0} ms per partition {}",
+            verdict(tick_ms < RECONCILE_TARGET_MS)
+        ),
+    );
+    if let (Some(base_ms), Some(m)) = (rc.ms_per_partition(&rc.baseline), rc.tick.0) {
+        println!(
+            "  {} running jobs, {} of them ({RECONCILE_EXPIRED_PCT} %) with an expired lease: \
+             per partition ({} in a tick) the UPDATE {base_ms:.2} ms, lease_expiry \
+             {tick_ms:.2} ms ({:.2}× the UPDATE's time)",
+            thousands(RECONCILE_JOBS),
+            thousands(m.jobs),
+            rc.partitions,
+            tick_ms / base_ms
+        );
+    }
+
     let s = &r.sustained;
     let unit = if s.interval == 60 {
         "minute".to_owned()
@@ -558,6 +664,22 @@ mod tests {
         assert!((s.slowest_ratio() - 1365.4 / 1832.7).abs() < 1e-9);
         assert!(
             Sustained::parse("interval=10 rates=1,x dead=1 vacuums=0 maintenance_s=5 backlog=1")
+                .is_err()
+        );
+
+        let mut rc = Reconcile::default();
+        for (baseline, tick) in [("0.5", "1.6"), ("0.4", "1.8")] {
+            rc.record(&format!(
+                "jobs=1000000 expired=10000 partitions=16 baseline_seconds={baseline} \
+                 tick_seconds={tick}"
+            ))
+            .unwrap();
+        }
+        assert_eq!(rc.ms_per_partition(&rc.baseline), Some(25.0));
+        assert_eq!(rc.ms_per_partition(&rc.tick), Some(100.0));
+        assert_eq!(rc.tick.0.map(|m| m.jobs_per_second()), Some(6_250.0));
+        assert!(
+            rc.record("jobs=1 expired=1 partitions=16 tick_seconds=1")
                 .is_err()
         );
 
