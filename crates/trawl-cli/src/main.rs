@@ -3,6 +3,7 @@
 
 mod baseline;
 mod docs;
+mod output;
 mod reconcile;
 mod remote;
 mod rules;

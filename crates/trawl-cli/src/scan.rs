@@ -1,7 +1,6 @@
 //! `trawl scan`: scan local files and folders, or object-store URLs.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,11 +10,12 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use trawl::objstore;
 use trawl::{
-    Engine, EventSink, FsBackend, FsOptions, JsonlSink, RemoteBackend, RemoteConfig, RunReport,
-    ScanControl, SortingSink, scan_remote,
+    Engine, EventSink, FsBackend, FsOptions, RemoteBackend, RemoteConfig, RunReport, ScanControl,
+    SortingSink, scan_remote,
 };
 
 use crate::baseline::{Baseline, BaselineSink};
+use crate::output;
 use crate::remote::{Remote, Target, Watched, listing_hint};
 use crate::rules::RuleArgs;
 use crate::size::parse_size;
@@ -60,7 +60,7 @@ const REMOTE: Defaults = Defaults {
 /// Arguments of `trawl scan`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  trawl scan .\n  trawl scan ~/src/app ./backups --redact -o findings.jsonl\n  trawl scan . --respect-gitignore --skip-hidden --sort\n  trawl scan . --rules .gitleaks.toml                built-in rules plus the file's\n  trawl scan . --rules team.toml --no-builtin       only the file's rules\n  trawl scan . -o new.jsonl --baseline old.jsonl     only findings not in old.jsonl\n  trawl scan s3://my-bucket/logs/2026/               every object under the prefix\n  trawl scan s3://public-data/ --anonymous --region eu-west-1\n  trawl scan s3://bucket --endpoint http://localhost:9000   MinIO or another S3-compatible server\n  trawl scan gs://bucket/exports/\n  trawl scan az://container/backups/                 account and key from AZURE_*\n  trawl scan https://example.com/app.js --urls more-urls.txt\n\nEvery file is scanned, binary or not (NUL bytes and invalid UTF-8 included);\nhidden and git-ignored files too unless asked otherwise. Each finding is one\nJSON line (format: docs/output.md); a summary goes to stderr.\n\nOne run scans local paths, or one store location, or http(s) URLs: to scan\nmore, run trawl once per location. Store credentials come only from the\nenvironment (there are no credential flags): AWS_ACCESS_KEY_ID,\nAWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and the other AWS_* variables, or the\ninstance's role; GOOGLE_APPLICATION_CREDENTIALS and GOOGLE_*; AZURE_* (e.g.\nAZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY). URLs are shown with\ncredentials removed."
+    after_help = "Examples:\n  trawl scan .\n  trawl scan ~/src/app ./backups --redact -o findings.jsonl\n  trawl scan . --respect-gitignore --skip-hidden --sort\n  trawl scan . --rules .gitleaks.toml                built-in rules plus the file's\n  trawl scan . --rules team.toml --no-builtin       only the file's rules\n  trawl scan . -o new.jsonl --baseline old.jsonl     only findings not in old.jsonl\n  trawl scan . -o csv:findings.csv -o jsonl:-       a CSV file and JSONL on stdout\n  trawl scan s3://my-bucket/logs/2026/               every object under the prefix\n  trawl scan s3://public-data/ --anonymous --region eu-west-1\n  trawl scan s3://bucket --endpoint http://localhost:9000   MinIO or another S3-compatible server\n  trawl scan gs://bucket/exports/\n  trawl scan az://container/backups/                 account and key from AZURE_*\n  trawl scan https://example.com/app.js --urls more-urls.txt\n\nEvery file is scanned, binary or not (NUL bytes and invalid UTF-8 included);\nhidden and git-ignored files too unless asked otherwise. Each finding is one\nJSON line (--format json or csv for others; docs/output.md); a summary goes\nto stderr.\n\nOne run scans local paths, or one store location, or http(s) URLs: to scan\nmore, run trawl once per location. Store credentials come only from the\nenvironment (there are no credential flags): AWS_ACCESS_KEY_ID,\nAWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and the other AWS_* variables, or the\ninstance's role; GOOGLE_APPLICATION_CREDENTIALS and GOOGLE_*; AZURE_* (e.g.\nAZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY). URLs are shown with\ncredentials removed."
 )]
 pub(crate) struct ScanArgs {
     /// Files and folders, or URLs: one store location (s3://bucket/prefix,
@@ -68,9 +68,16 @@ pub(crate) struct ScanArgs {
     #[arg(required_unless_present = "urls", value_name = "PATH|URL")]
     paths: Vec<PathBuf>,
 
-    /// Write findings to FILE instead of stdout ('-' is stdout).
-    #[arg(short, long, value_name = "FILE")]
-    output: Option<PathBuf>,
+    /// Write findings to FILE instead of stdout ('-' is stdout), in the
+    /// --format, or in FORMAT if given as FORMAT:FILE (jsonl, json, csv);
+    /// repeat for several outputs.
+    #[arg(short, long, value_name = "[FORMAT:]FILE", value_parser = output::parse_output)]
+    output: Vec<output::OutputSpec>,
+
+    /// The format of findings: jsonl (one JSON object per line), json
+    /// (one array), csv.
+    #[arg(long, value_enum, default_value_t = output::Format::Jsonl)]
+    format: output::Format,
 
     /// Show only the first 4 characters of each secret.
     #[arg(long)]
@@ -188,7 +195,7 @@ impl ScanArgs {
             exclude: self
                 .output
                 .iter()
-                .filter(|p| p.as_os_str() != "-")
+                .filter_map(output::OutputSpec::file)
                 .cloned()
                 .collect(),
         }
@@ -352,15 +359,11 @@ fn scan<B: RemoteBackend>(
     // Created before the walk starts (in `scan_remote`), so that the walk
     // recognises the output file and leaves it out.
     let reader_left = Arc::new(AtomicBool::new(false));
-    let out = PipeWatch {
-        inner: open_output(args.output.as_ref())?,
-        reader_left: Arc::clone(&reader_left),
-    };
-    let jsonl = JsonlSink::new(out, args.redact);
+    let outputs = output::open_sinks(&args.output, args.format, args.redact, &reader_left)?;
     let inner: Box<dyn EventSink> = if args.sort {
-        Box::new(SortingSink::new(jsonl))
+        Box::new(SortingSink::new(outputs))
     } else {
-        Box::new(jsonl)
+        outputs
     };
     let baseline_size = baseline.as_ref().map(Baseline::len);
     let mut sink = BaselineSink::new(inner, baseline.unwrap_or_default());
@@ -417,46 +420,6 @@ fn finish(args: &ScanArgs, scanned: Scanned) -> Result<u8> {
     } else {
         EXIT_CLEAN
     })
-}
-
-/// The output, noting when its reader has gone away (a closed pipe).
-struct PipeWatch {
-    inner: Box<dyn Write + Send>,
-    reader_left: Arc<AtomicBool>,
-}
-
-impl PipeWatch {
-    fn watch<T>(&self, result: io::Result<T>) -> io::Result<T> {
-        if let Err(err) = &result
-            && err.kind() == io::ErrorKind::BrokenPipe
-        {
-            self.reader_left.store(true, Ordering::Relaxed);
-        }
-        result
-    }
-}
-
-impl Write for PipeWatch {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let result = self.inner.write(buf);
-        self.watch(result)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        let result = self.inner.flush();
-        self.watch(result)
-    }
-}
-
-fn open_output(path: Option<&PathBuf>) -> Result<Box<dyn Write + Send>> {
-    match path {
-        Some(path) if path.as_os_str() != "-" => {
-            let file = File::create(path)
-                .with_context(|| format!("cannot create output file '{}'", path.display()))?;
-            Ok(Box::new(BufWriter::new(file)))
-        }
-        _ => Ok(Box::new(BufWriter::new(io::stdout()))),
-    }
 }
 
 /// The first Ctrl-C stops the scan gracefully (the summary still prints);

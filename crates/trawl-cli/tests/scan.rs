@@ -75,6 +75,65 @@ fn jsonl_output_snapshot() {
 }
 
 #[test]
+fn json_and_csv_output_snapshots() {
+    for (format, name) in [("json", "leaky_json"), ("csv", "leaky_csv")] {
+        let out = trawl(
+            &fixtures(),
+            &["scan", "leaky", "--sort", "--format", format],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        insta::assert_snapshot!(name, stdout(&out));
+    }
+}
+
+#[test]
+fn several_outputs_in_one_run_hold_the_same_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, csv) = (dir.path().join("f.json"), dir.path().join("f.csv"));
+    let json_arg = format!("json:{}", json.display());
+    let csv_arg = format!("CSV:{}", csv.display());
+    let out = trawl(
+        &fixtures(),
+        &[
+            "scan", "leaky", "--sort", "--redact", "-o", &json_arg, "--output", &csv_arg, "-o", "-",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let lines = findings(&out);
+    let array: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(array, lines, "the JSON array holds the JSONL objects");
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), lines.len());
+    for (row, line) in rows.iter().zip(&lines) {
+        let wanted = format!(
+            "{},{},{},{},",
+            line["rule_id"].as_str().unwrap(),
+            line["path"].as_str().unwrap(),
+            line["line"],
+            line["column"]
+        );
+        assert!(row.starts_with(&wanted), "{row} / {wanted}");
+        assert!(
+            row.contains(line["secret"].as_str().unwrap()),
+            "redacted alike"
+        );
+    }
+
+    let out = trawl(&fixtures(), &["scan", "leaky", "-o", "-", "-o", "json:-"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("only one --output can be standard output"));
+    let out = trawl(&fixtures(), &["scan", "leaky", "--format", "xml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("invalid value 'xml'"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn every_planted_secret_is_found_at_its_exact_line() {
     let out = trawl(&fixtures(), &["scan", "leaky"]);
     let found = findings(&out);

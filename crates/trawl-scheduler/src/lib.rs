@@ -33,4 +33,7 @@ pub use control::ScanControl;
 pub use error::{Error, Result};
 pub use pipeline::scan_remote;
 pub use report::{FailedObject, FailureKind, IoStats, Progress, RemoteStats, RunReport};
-pub use sink::{EventSink, FINDING_SCHEMA, Finding, JsonlSink, SortingSink, VecSink, hex, redact};
+pub use sink::{
+    CSV_HEADER, CsvSink, EventSink, FINDING_SCHEMA, Finding, JsonArraySink, JsonlSink, SortingSink,
+    TeeSink, VecSink, hex, redact,
+};

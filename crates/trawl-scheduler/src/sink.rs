@@ -1,4 +1,6 @@
-//! Findings and where they go: the `EventSink` trait and the JSONL sink.
+//! Findings and where they go: the `EventSink` trait, and sinks that write
+//! them as JSON Lines, one JSON array or CSV, or hand them to several
+//! sinks at once.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -129,12 +131,14 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-impl<W: Write + Send> EventSink for JsonlSink<W> {
-    fn finding(&mut self, f: &Finding) -> io::Result<()> {
+impl FindingLine<'_> {
+    /// Appends `f` as one JSON object (no newline) to `out`, its secret
+    /// redacted or not.
+    fn write(f: &Finding, redact_secret: bool, out: &mut Vec<u8>) -> io::Result<()> {
         let (path, path_b64) = text_and_b64(&f.path);
         let (secret, secret_b64) = text_and_b64(&f.secret);
         let redacted;
-        let (secret, secret_b64) = if self.redact {
+        let (secret, secret_b64) = if redact_secret {
             redacted = redact(&secret);
             (redacted.as_str(), None)
         } else {
@@ -154,14 +158,202 @@ impl<W: Write + Send> EventSink for JsonlSink<W> {
             secret_b64,
             fingerprint: &fingerprint,
         };
+        serde_json::to_writer(out, &record)?;
+        Ok(())
+    }
+}
+
+impl<W: Write + Send> EventSink for JsonlSink<W> {
+    fn finding(&mut self, f: &Finding) -> io::Result<()> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, &record)?;
+        FindingLine::write(f, self.redact, &mut self.line)?;
         self.line.push(b'\n');
         self.out.write_all(&self.line)
     }
 
     fn finish(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+/// Writes findings as one JSON array of the objects [`JsonlSink`] writes
+/// a line each (same fields, same redaction), one element per line: for
+/// tools that read a whole document. The closing `]` is written by
+/// [`finish`](EventSink::finish); an interrupted scan leaves an
+/// unterminated array.
+#[derive(Debug)]
+pub struct JsonArraySink<W: Write + Send> {
+    out: W,
+    redact: bool,
+    line: Vec<u8>,
+    started: bool,
+}
+
+impl<W: Write + Send> JsonArraySink<W> {
+    /// A sink writing to `out`; `redact` as for [`JsonlSink::new`].
+    pub fn new(out: W, redact: bool) -> Self {
+        JsonArraySink {
+            out,
+            redact,
+            line: Vec::with_capacity(512),
+            started: false,
+        }
+    }
+
+    /// The writer back.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+impl<W: Write + Send> EventSink for JsonArraySink<W> {
+    fn finding(&mut self, f: &Finding) -> io::Result<()> {
+        self.line.clear();
+        self.line
+            .extend_from_slice(if self.started { b",\n  " } else { b"[\n  " });
+        self.started = true;
+        FindingLine::write(f, self.redact, &mut self.line)?;
+        self.out.write_all(&self.line)
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        let end: &[u8] = if self.started { b"\n]\n" } else { b"[]\n" };
+        self.out.write_all(end)?;
+        self.out.flush()
+    }
+}
+
+/// The header of [`CsvSink`]'s output.
+pub const CSV_HEADER: &str = "rule_id,path,line,column,start,end,secret,fingerprint";
+
+/// Writes findings as CSV (RFC 4180: comma-separated, a header line,
+/// fields quoted when they hold a comma, a quote or a line break, quotes
+/// doubled, CRLF line ends). Paths and secrets that are not UTF-8 are
+/// written lossily (U+FFFD): JSON Lines is the lossless format.
+///
+/// A secret that begins with `=`, `+`, `-` or `@` is written as it is:
+/// a spreadsheet may read it as a formula, so open the file as text.
+#[derive(Debug)]
+pub struct CsvSink<W: Write + Send> {
+    out: W,
+    redact: bool,
+    line: String,
+    started: bool,
+}
+
+impl<W: Write + Send> CsvSink<W> {
+    /// A sink writing to `out`; `redact` as for [`JsonlSink::new`].
+    pub fn new(out: W, redact: bool) -> Self {
+        CsvSink {
+            out,
+            redact,
+            line: String::with_capacity(256),
+            started: false,
+        }
+    }
+
+    /// The writer back.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
+    fn header(&mut self) -> io::Result<()> {
+        if !self.started {
+            self.started = true;
+            self.out.write_all(CSV_HEADER.as_bytes())?;
+            self.out.write_all(b"\r\n")?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends `field` to `line`, quoted if it must be.
+fn push_csv_field(line: &mut String, field: &str) {
+    if field.contains([',', '"', '\n', '\r']) {
+        line.push('"');
+        line.push_str(&field.replace('"', "\"\""));
+        line.push('"');
+    } else {
+        line.push_str(field);
+    }
+}
+
+impl<W: Write + Send> EventSink for CsvSink<W> {
+    fn finding(&mut self, f: &Finding) -> io::Result<()> {
+        self.header()?;
+        let secret = String::from_utf8_lossy(&f.secret);
+        let secret = if self.redact {
+            redact(&secret)
+        } else {
+            secret.into_owned()
+        };
+        let numbers = [f.line, f.column, f.start, f.end].map(|n| n.to_string());
+        let fields = [
+            f.rule_id.as_str(),
+            &String::from_utf8_lossy(&f.path),
+            &numbers[0],
+            &numbers[1],
+            &numbers[2],
+            &numbers[3],
+            &secret,
+            &hex(&f.fingerprint),
+        ];
+        self.line.clear();
+        for (i, field) in fields.iter().enumerate() {
+            if i > 0 {
+                self.line.push(',');
+            }
+            push_csv_field(&mut self.line, field);
+        }
+        self.line.push_str("\r\n");
+        self.out.write_all(self.line.as_bytes())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.header()?;
+        self.out.flush()
+    }
+}
+
+/// Hands every finding to each of its sinks, in order: several outputs
+/// of one scan. The first error stops the scan (a later sink may then
+/// have missed the finding that failed).
+#[derive(Default)]
+pub struct TeeSink {
+    sinks: Vec<Box<dyn EventSink>>,
+}
+
+impl TeeSink {
+    /// A sink feeding each of `sinks`.
+    pub fn new(sinks: Vec<Box<dyn EventSink>>) -> Self {
+        TeeSink { sinks }
+    }
+}
+
+impl std::fmt::Debug for TeeSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TeeSink")
+            .field("sinks", &self.sinks.len())
+            .finish()
+    }
+}
+
+impl EventSink for TeeSink {
+    fn finding(&mut self, finding: &Finding) -> io::Result<()> {
+        self.sinks.iter_mut().try_for_each(|s| s.finding(finding))
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        // Every sink is finished, even after one failed; the first error
+        // is returned.
+        let mut first = Ok(());
+        for sink in &mut self.sinks {
+            let done = sink.finish();
+            if first.is_ok() {
+                first = done;
+            }
+        }
+        first
     }
 }
 
@@ -264,6 +456,66 @@ mod tests {
         assert_eq!(v["secret"], "ghp_…");
         assert!(v.get("secret_b64").is_none());
         assert!(!line.contains("secret\\u"));
+    }
+
+    #[test]
+    fn a_json_array_holds_the_jsonl_objects() {
+        let (a, b) = (finding(b"a", b"s1"), finding(b"b,\"c", b"s2\xff"));
+        let mut sink = JsonArraySink::new(Vec::new(), false);
+        for f in [&a, &b] {
+            sink.finding(f).unwrap();
+        }
+        sink.finish().unwrap();
+        let text = String::from_utf8(sink.into_inner()).unwrap();
+        let array: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+        let lines: Vec<serde_json::Value> = [line_of(&a, false), line_of(&b, false)]
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(array, lines);
+        let mut empty = JsonArraySink::new(Vec::new(), true);
+        empty.finish().unwrap();
+        assert_eq!(empty.into_inner(), b"[]\n");
+    }
+
+    #[test]
+    fn csv_quotes_what_it_must_and_always_has_a_header() {
+        let mut sink = CsvSink::new(Vec::new(), false);
+        sink.finding(&finding(b"dir/a,b \"c\"\n.txt", b"ghp_x"))
+            .unwrap();
+        sink.finding(&finding(b"plain", b"s\xff")).unwrap();
+        sink.finish().unwrap();
+        let text = String::from_utf8(sink.into_inner()).unwrap();
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            text,
+            format!(
+                "{CSV_HEADER}\r\n\
+                 github-pat,\"dir/a,b \"\"c\"\"\n.txt\",3,9,40,80,ghp_x,{hex}\r\n\
+                 github-pat,plain,3,9,40,80,s\u{fffd},{hex}\r\n"
+            )
+        );
+        let mut redacted = CsvSink::new(Vec::new(), true);
+        redacted.finding(&finding(b"p", b"ghp_secret")).unwrap();
+        let text = String::from_utf8(redacted.into_inner()).unwrap();
+        assert!(
+            text.contains(",ghp_…,") && !text.contains("ghp_secret"),
+            "{text}"
+        );
+        let mut empty = CsvSink::new(Vec::new(), false);
+        empty.finish().unwrap();
+        assert_eq!(empty.into_inner(), format!("{CSV_HEADER}\r\n").as_bytes());
+    }
+
+    #[test]
+    fn a_tee_feeds_and_finishes_every_sink() {
+        let mut tee = TeeSink::new(vec![
+            Box::new(JsonlSink::new(Vec::new(), false)),
+            Box::new(SortingSink::new(VecSink::default())),
+        ]);
+        tee.finding(&finding(b"a", b"x")).unwrap();
+        tee.finish().unwrap();
+        assert_eq!(format!("{tee:?}"), "TeeSink { sinks: 2 }");
     }
 
     #[test]
