@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
-use trawl::{CsvSink, EventSink, JsonArraySink, JsonlSink, TeeSink};
+use trawl::{CsvSink, EventSink, JsonArraySink, JsonlSink, SarifRule, SarifSink, TeeSink};
 
 /// A format of findings (`docs/output.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -19,14 +19,21 @@ pub(crate) enum Format {
     Json,
     /// CSV with a header line.
     Csv,
+    /// SARIF 2.1.0, for code scanning (secrets always redacted).
+    Sarif,
 }
 
 impl Format {
-    fn sink(self, out: PipeWatch, redact: bool) -> Box<dyn EventSink> {
+    fn sink(self, out: PipeWatch, redact: bool, rules: &[SarifRule]) -> Box<dyn EventSink> {
         match self {
             Format::Jsonl => Box::new(JsonlSink::new(out, redact)),
             Format::Json => Box::new(JsonArraySink::new(out, redact)),
             Format::Csv => Box::new(CsvSink::new(out, redact)),
+            Format::Sarif => Box::new(SarifSink::new(
+                out,
+                env!("CARGO_PKG_VERSION"),
+                rules.to_vec(),
+            )),
         }
     }
 }
@@ -70,12 +77,14 @@ pub(crate) fn parse_output(text: &str) -> Result<OutputSpec, String> {
 /// The sink of a scan: every output, in its format (`default` where the
 /// output names none), standard output when none is given. Files are
 /// created now, before the scan starts. `reader_left` is set when a
-/// reader of standard output goes away.
+/// reader of standard output goes away. `rules` are the scan's rules, for
+/// SARIF.
 pub(crate) fn open_sinks(
     outputs: &[OutputSpec],
     default: Format,
     redact: bool,
     reader_left: &Arc<AtomicBool>,
+    rules: &[SarifRule],
 ) -> Result<Box<dyn EventSink>> {
     let stdout = [OutputSpec {
         format: None,
@@ -92,7 +101,7 @@ pub(crate) fn open_sinks(
                 inner: open(output.file())?,
                 reader_left: Arc::clone(reader_left),
             };
-            Ok(output.format.unwrap_or(default).sink(out, redact))
+            Ok(output.format.unwrap_or(default).sink(out, redact, rules))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(if sinks.len() == 1 {

@@ -10,8 +10,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use trawl::objstore;
 use trawl::{
-    Engine, EventSink, FsBackend, FsOptions, RemoteBackend, RemoteConfig, RunReport, ScanControl,
-    SortingSink, scan_remote,
+    Engine, EventSink, FsBackend, FsOptions, RemoteBackend, RemoteConfig, RunReport, SarifRule,
+    ScanControl, SortingSink, scan_remote,
 };
 
 use crate::baseline::{Baseline, BaselineSink};
@@ -60,7 +60,7 @@ const REMOTE: Defaults = Defaults {
 /// Arguments of `trawl scan`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  trawl scan .\n  trawl scan ~/src/app ./backups --redact -o findings.jsonl\n  trawl scan . --respect-gitignore --skip-hidden --sort\n  trawl scan . --rules .gitleaks.toml                built-in rules plus the file's\n  trawl scan . --rules team.toml --no-builtin       only the file's rules\n  trawl scan . -o new.jsonl --baseline old.jsonl     only findings not in old.jsonl\n  trawl scan . -o csv:findings.csv -o jsonl:-       a CSV file and JSONL on stdout\n  trawl scan s3://my-bucket/logs/2026/               every object under the prefix\n  trawl scan s3://public-data/ --anonymous --region eu-west-1\n  trawl scan s3://bucket --endpoint http://localhost:9000   MinIO or another S3-compatible server\n  trawl scan gs://bucket/exports/\n  trawl scan az://container/backups/                 account and key from AZURE_*\n  trawl scan https://example.com/app.js --urls more-urls.txt\n\nEvery file is scanned, binary or not (NUL bytes and invalid UTF-8 included);\nhidden and git-ignored files too unless asked otherwise. Each finding is one\nJSON line (--format json or csv for others; docs/output.md); a summary goes\nto stderr.\n\nOne run scans local paths, or one store location, or http(s) URLs: to scan\nmore, run trawl once per location. Store credentials come only from the\nenvironment (there are no credential flags): AWS_ACCESS_KEY_ID,\nAWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and the other AWS_* variables, or the\ninstance's role; GOOGLE_APPLICATION_CREDENTIALS and GOOGLE_*; AZURE_* (e.g.\nAZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY). URLs are shown with\ncredentials removed."
+    after_help = "Examples:\n  trawl scan .\n  trawl scan ~/src/app ./backups --redact -o findings.jsonl\n  trawl scan . --respect-gitignore --skip-hidden --sort\n  trawl scan . --rules .gitleaks.toml                built-in rules plus the file's\n  trawl scan . --rules team.toml --no-builtin       only the file's rules\n  trawl scan . -o new.jsonl --baseline old.jsonl     only findings not in old.jsonl\n  trawl scan . -o csv:findings.csv -o jsonl:-       a CSV file and JSONL on stdout\n  trawl scan . --format sarif -o trawl.sarif        for GitHub code scanning\n  trawl scan s3://my-bucket/logs/2026/               every object under the prefix\n  trawl scan s3://public-data/ --anonymous --region eu-west-1\n  trawl scan s3://bucket --endpoint http://localhost:9000   MinIO or another S3-compatible server\n  trawl scan gs://bucket/exports/\n  trawl scan az://container/backups/                 account and key from AZURE_*\n  trawl scan https://example.com/app.js --urls more-urls.txt\n\nEvery file is scanned, binary or not (NUL bytes and invalid UTF-8 included);\nhidden and git-ignored files too unless asked otherwise. Each finding is one\nJSON line (--format json or csv for others; docs/output.md); a summary goes\nto stderr.\n\nOne run scans local paths, or one store location, or http(s) URLs: to scan\nmore, run trawl once per location. Store credentials come only from the\nenvironment (there are no credential flags): AWS_ACCESS_KEY_ID,\nAWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and the other AWS_* variables, or the\ninstance's role; GOOGLE_APPLICATION_CREDENTIALS and GOOGLE_*; AZURE_* (e.g.\nAZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY). URLs are shown with\ncredentials removed."
 )]
 pub(crate) struct ScanArgs {
     /// Files and folders, or URLs: one store location (s3://bucket/prefix,
@@ -69,13 +69,15 @@ pub(crate) struct ScanArgs {
     paths: Vec<PathBuf>,
 
     /// Write findings to FILE instead of stdout ('-' is stdout), in the
-    /// --format, or in FORMAT if given as FORMAT:FILE (jsonl, json, csv);
+    /// --format, or in FORMAT if given as FORMAT:FILE (jsonl, json, csv,
+    /// sarif);
     /// repeat for several outputs.
     #[arg(short, long, value_name = "[FORMAT:]FILE", value_parser = output::parse_output)]
     output: Vec<output::OutputSpec>,
 
     /// The format of findings: jsonl (one JSON object per line), json
-    /// (one array), csv.
+    /// (one array), csv, sarif (SARIF 2.1.0 for code scanning; secrets
+    /// always redacted).
     #[arg(long, value_enum, default_value_t = output::Format::Jsonl)]
     format: output::Format,
 
@@ -359,7 +361,15 @@ fn scan<B: RemoteBackend>(
     // Created before the walk starts (in `scan_remote`), so that the walk
     // recognises the output file and leaves it out.
     let reader_left = Arc::new(AtomicBool::new(false));
-    let outputs = output::open_sinks(&args.output, args.format, args.redact, &reader_left)?;
+    let rules: Vec<SarifRule> = engine
+        .rules()
+        .iter()
+        .map(|rule| SarifRule {
+            id: rule.id().to_owned(),
+            description: rule.description().to_owned(),
+        })
+        .collect();
+    let outputs = output::open_sinks(&args.output, args.format, args.redact, &reader_left, &rules)?;
     let inner: Box<dyn EventSink> = if args.sort {
         Box::new(SortingSink::new(outputs))
     } else {

@@ -87,6 +87,42 @@ fn json_and_csv_output_snapshots() {
 }
 
 #[test]
+fn sarif_output_is_valid_and_locates_every_finding() {
+    let out = trawl(
+        &fixtures(),
+        &["scan", "leaky", "--sort", "--format", "sarif"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let log: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    // The official schema, kept with the SARIF sink's own tests.
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../trawl-scheduler/tests/data/sarif-schema-2.1.0.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&log).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    let run = &log["runs"][0];
+    let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
+    assert!(rules.len() >= 200, "every rule of the scan is described");
+    let results = run["results"].as_array().unwrap();
+    let jsonl = findings(&trawl(&fixtures(), &["scan", "leaky", "--sort"]));
+    assert_eq!(results.len(), jsonl.len());
+    for (result, finding) in results.iter().zip(&jsonl) {
+        let index = result["ruleIndex"].as_u64().unwrap() as usize;
+        assert_eq!(rules[index]["id"], result["ruleId"]);
+        assert_eq!(result["ruleId"], finding["rule_id"]);
+        let secret = finding["secret"].as_str().unwrap();
+        assert!(!stdout(&out).contains(secret), "no whole secret in SARIF");
+    }
+    insta::assert_snapshot!(
+        "leaky_sarif_results",
+        serde_json::to_string_pretty(results).unwrap()
+    );
+}
+
+#[test]
 fn several_outputs_in_one_run_hold_the_same_findings() {
     let dir = tempfile::tempdir().unwrap();
     let (json, csv) = (dir.path().join("f.json"), dir.path().join("f.csv"));

@@ -26,6 +26,7 @@ mod error;
 mod lines;
 mod pipeline;
 mod report;
+mod sarif;
 mod sink;
 
 pub use config::RemoteConfig;
@@ -33,6 +34,7 @@ pub use control::ScanControl;
 pub use error::{Error, Result};
 pub use pipeline::scan_remote;
 pub use report::{FailedObject, FailureKind, IoStats, Progress, RemoteStats, RunReport};
+pub use sarif::{SARIF_FINGERPRINT_KEY, SARIF_SCHEMA, SarifRule, SarifSink};
 pub use sink::{
     CSV_HEADER, CsvSink, EventSink, FINDING_SCHEMA, Finding, JsonArraySink, JsonlSink, SortingSink,
     TeeSink, VecSink, hex, redact,
