@@ -4,6 +4,7 @@
 mod baseline;
 mod docs;
 mod output;
+mod progress;
 mod reconcile;
 mod remote;
 mod rules;

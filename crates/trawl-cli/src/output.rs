@@ -53,6 +53,11 @@ impl OutputSpec {
     }
 }
 
+/// Whether findings go to standard output (no `--output`, or one is `-`).
+pub(crate) fn uses_stdout(outputs: &[OutputSpec]) -> bool {
+    outputs.is_empty() || outputs.iter().any(|o| o.file().is_none())
+}
+
 /// Reads `[FORMAT:]PATH`: `csv:out.csv`, `json:-`, or a plain path. A
 /// prefix that names no format is part of the path.
 pub(crate) fn parse_output(text: &str) -> Result<OutputSpec, String> {

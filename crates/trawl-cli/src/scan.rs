@@ -1,6 +1,6 @@
 //! `trawl scan`: scan local files and folders, or object-store URLs.
 
-use std::io;
+use std::io::{self, IsTerminal};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +16,7 @@ use trawl::{
 
 use crate::baseline::{Baseline, BaselineSink};
 use crate::output;
+use crate::progress;
 use crate::remote::{Remote, Target, Watched, listing_hint};
 use crate::rules::RuleArgs;
 use crate::size::parse_size;
@@ -158,7 +159,8 @@ pub(crate) struct ScanArgs {
     #[arg(long, value_name = "FILE")]
     baseline: Option<PathBuf>,
 
-    /// Print no summary on stderr.
+    /// Print no summary and no progress on stderr (progress is shown only
+    /// when stderr is a terminal and findings do not stream to it).
     #[arg(short, long)]
     quiet: bool,
 
@@ -380,7 +382,13 @@ fn scan<B: RemoteBackend>(
 
     let control = Arc::new(ScanControl::new());
     install_interrupt_handler(&control);
-    let mut report = scan_remote(&engine, backend, config, &mut sink, &control)?;
+    // Findings streaming to the same terminal would be torn by the
+    // redraws: they are the progress there.
+    let findings_on_terminal = output::uses_stdout(&args.output) && io::stdout().is_terminal();
+    let display = progress::Display::start(&control, !args.quiet && !findings_on_terminal);
+    let scanned = scan_remote(&engine, backend, config, &mut sink, &control);
+    display.finish();
+    let mut report = scanned?;
     // The scan counts every finding it hands the sink; the baseline's are
     // not reported, so they leave the counts (and the exit code) here.
     let suppressed = sink.suppressed().clone();

@@ -1,11 +1,11 @@
 //! `trawl scan` as a user runs it: the JSONL snapshot over a fixture folder,
 //! exact lines of every planted secret, exit codes and bad input.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 mod common;
-use common::{findings, stderr, stdout, trawl};
+use common::{findings, fixtures, stderr, stdout, trawl};
 
 /// Every secret planted in `tests/fixtures/leaky`, with its file and rule.
 const PLANTED: &[(&str, &str, &str)] = &[
@@ -45,10 +45,6 @@ const PLANTED: &[(&str, &str, &str)] = &[
         "npm_Kq7Vx2Lm9Zr4Tn8Wb3Yc6Pd1Hs5Gf0Ja2Ue4",
     ),
 ];
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 /// Line and column of the first occurrence of `needle` in `file`, counted
 /// independently of trawl.

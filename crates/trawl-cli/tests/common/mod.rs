@@ -7,8 +7,13 @@
 
 pub(crate) mod s3;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// The folder of the test fixtures (`leaky/` and the others).
+pub(crate) fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
 
 /// Runs `trawl ARGS` in `dir`, with no `RUST_LOG` from the environment.
 pub(crate) fn trawl(dir: &Path, args: &[&str]) -> Output {
