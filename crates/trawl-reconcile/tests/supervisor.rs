@@ -13,7 +13,8 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use tokio::time::Instant;
 use trawl_reconcile::{
-    Config, Now, Reconciler, ReconcilerHandle, Scope, TickError, TickMode, spawn_reconcilers,
+    Config, Now, Reconciler, ReconcilerHandle, ReconcilerStats, Scope, TickError, TickMode,
+    spawn_reconcilers,
 };
 
 /// What a [`Probe`]'s tick does.
@@ -162,6 +163,19 @@ async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool)
     }
 }
 
+/// Asserts that the last failure of `stats` says `needle`.
+fn assert_last_error(stats: &ReconcilerStats, needle: &str) {
+    assert!(
+        stats
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains(needle)),
+        "{}: {:?}",
+        stats.name,
+        stats.last_error
+    );
+}
+
 async fn scalar(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
         .fetch_one(pool)
@@ -185,21 +199,9 @@ async fn a_failing_or_panicking_tick_stops_neither_itself_nor_the_others() {
     let stats = handle.stats();
     assert_eq!(stats[0].name, "failing");
     assert!(stats[0].errors >= 3 && stats[0].partition_ticks == 0);
-    assert!(
-        stats[0]
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("always fails")),
-        "{:?}",
-        stats[0].last_error
-    );
+    assert_last_error(&stats[0], "always fails");
     assert!(stats[1].panics >= 3 && stats[1].errors == 0);
-    assert!(
-        stats[1]
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("panicked: the test's tick always panics"))
-    );
+    assert_last_error(&stats[1], "panicked: the test's tick always panics");
     assert!(stats[2].errors == 0 && stats[2].panics == 0);
     assert_eq!(stats[2].rows_changed, 2 * stats[2].partition_ticks);
     assert!(stats[2].last_tick_duration.is_some());
@@ -402,14 +404,7 @@ async fn a_tick_outside_a_transaction_runs_what_a_transaction_refuses() {
     let stats = handle.stats();
     assert_eq!((stats[0].errors, stats[0].partition_ticks >= 3), (0, true));
     assert!(stats[1].errors >= 3 && stats[1].partition_ticks == 0);
-    assert!(
-        stats[1]
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("VACUUM cannot run inside a transaction block")),
-        "{:?}",
-        stats[1].last_error
-    );
+    assert_last_error(&stats[1], "VACUUM cannot run inside a transaction block");
     for locks in &stats[2..] {
         assert_eq!(locks.rows_changed, locks.partition_ticks, "{locks:?}");
     }
