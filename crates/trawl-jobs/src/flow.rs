@@ -111,10 +111,10 @@ struct Parents {
 }
 
 impl Parents {
-    /// Locks the live parents (so none finishes before the new edges are
-    /// committed: its finish then sees them) and marks them as having
-    /// children; reads the state of the finished ones. Fails if a parent
-    /// does not exist.
+    /// Locks the parents (so none finishes or is retried before the new
+    /// edges are committed: its finish then sees them), marks them as
+    /// having children and reads the state of the finished ones. Fails if
+    /// a parent does not exist.
     async fn lock(conn: &mut PgConnection, parents: &[i64]) -> Result<Parents> {
         if parents.is_empty() {
             return Ok(Parents {
@@ -139,8 +139,15 @@ impl Parents {
             .copied()
             .filter(|id| !live.contains(id))
             .collect();
+        // Finished parents are marked too: one retried later carries the
+        // mark back to the queue, and its next death cancels the children.
         let finished: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT id, state::text FROM trawl_jobs.jobs_finished WHERE id = ANY($1) ORDER BY id",
+            "WITH locked AS (
+                SELECT id FROM trawl_jobs.jobs_finished WHERE id = ANY($1) ORDER BY id FOR UPDATE
+            )
+            UPDATE trawl_jobs.jobs_finished f SET has_children = true FROM locked
+            WHERE f.id = locked.id
+            RETURNING f.id, f.state::text",
         )
         .bind(&rest)
         .fetch_all(&mut *conn)

@@ -285,6 +285,32 @@ async fn parents_that_already_ended_count_at_enqueue() {
     );
 }
 
+/// A child enqueued under a parent that had already died is still its
+/// child: when both are retried by hand and the parent dies again, the
+/// child is cancelled like any other.
+#[tokio::test]
+async fn a_parent_retried_after_gaining_children_in_death_cancels_them_when_it_dies_again() {
+    let Some(db) = support::db::fresh().await else {
+        return;
+    };
+    let queue = db.queue().await;
+    let parent = queue.enqueue(job("p").max_attempts(1)).await.unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    claim_all(&mut conn).await;
+    finish(&mut conn, parent, 1, Outcome::Dead("no".into())).await;
+    let child = queue.enqueue(job("c").depends_on([parent])).await.unwrap();
+    assert_eq!(state(&queue, child).await, JobState::Cancelled);
+
+    assert!(queue.retry(child).await.unwrap());
+    assert!(queue.retry(parent).await.unwrap());
+    assert_eq!(claim_all(&mut conn).await.len(), 2);
+    finish(&mut conn, parent, 2, Outcome::Dead("still no".into())).await;
+    assert_eq!(settle(&mut conn, None, 3, dispatcher).await, 1);
+    let row = queue.get(child).await.unwrap().unwrap();
+    assert_eq!(row.state, JobState::Running);
+    assert!(row.cancel_requested, "the running child is asked to stop");
+}
+
 #[tokio::test]
 async fn a_unique_key_holds_under_eight_concurrent_enqueuers() {
     let Some(db) = support::db::fresh().await else {
