@@ -16,7 +16,12 @@
 //!   the options are applied by this crate, and every entry not scanned is
 //!   reported by `take_skipped` with its [`SkipReason`]: hidden, ignored,
 //!   symbolic links (not followed unless asked), FIFOs, sockets and devices
-//!   (never opened: opening a FIFO blocks), files above the size limit.
+//!   (never opened: opening a FIFO blocks), and what the [`ObjectFilter`]
+//!   of [`FsOptions::filter`] turns down (exclude and include globs, files
+//!   above the size limit or older than the cut-off). A folder an exclude
+//!   glob matches (`node_modules/`, `**/vendor/**`) is reported once, as
+//!   one skipped entry, and never walked, so a huge excluded tree costs
+//!   nothing.
 //! - **Walk errors are skipped entries.** An unreadable directory, a file
 //!   whose metadata cannot be read or a symbolic-link loop is reported by
 //!   `take_skipped` as [`SkipReason::Unreadable`] (a symbolic-link loop as
@@ -41,7 +46,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use trawl_backend::{ErrorClass, RemoteBackend, RemoteObject, SkippedObject};
+use trawl_backend::{ErrorClass, ObjectFilter, RemoteBackend, RemoteObject, SkippedObject};
 
 pub use error::{Error, Result};
 pub use object::FsObject;
@@ -65,8 +70,12 @@ pub struct FsOptions {
     pub follow_symlinks: bool,
     /// Threads of the walk; 0 picks a number from the available cores.
     pub threads: usize,
-    /// Skip files larger than this many bytes (default: no limit).
-    pub max_file_size: Option<u64>,
+    /// Which files to scan: include and exclude globs over the path below
+    /// each root, a maximum size, a modification cut-off (default: every
+    /// file). A folder an exclude glob matches is reported once and not
+    /// walked. Globs do not apply to a root itself: a file named as a
+    /// root is always a candidate (its size and time still count).
+    pub filter: ObjectFilter,
     /// Files never to scan, such as the scan's own output file (which
     /// would otherwise be read while it is written, and report every secret
     /// twice). Matched by identity (device and inode), so any path to the

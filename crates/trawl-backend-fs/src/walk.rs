@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use ignore::{DirEntry, WalkBuilder, WalkState};
-use trawl_backend::{RemoteObject, SkipReason, SkippedObject};
+use trawl_backend::{ObjectFilter, RemoteObject, SkipReason, SkippedObject};
 
 use crate::FsOptions;
 use crate::error::{Error, Result, os_reason};
@@ -141,23 +141,26 @@ fn start(roots: &[PathBuf], options: &FsOptions) -> Result<Walk> {
         .standard_filters(false)
         .follow_links(options.follow_symlinks)
         .threads(options.threads);
-    if options.skip_hidden || options.respect_gitignore {
-        let filter = Filter {
+    let filter = Arc::new(options.filter.clone());
+    let prunes = !filter.exclude_globs().is_empty();
+    if options.skip_hidden || options.respect_gitignore || prunes {
+        let entries = EntryFilter {
             skip_hidden: options.skip_hidden,
             gitignore: options
                 .respect_gitignore
                 .then(|| Arc::new(GitignoreCache::default())),
+            filter: prunes.then(|| Arc::clone(&filter)),
             tx: tx.clone(),
             stop: Arc::clone(&stop),
         };
-        builder.filter_entry(move |dent| filter.keep(dent));
+        builder.filter_entry(move |dent| entries.keep(dent));
     }
     let walker = builder.build_parallel();
 
     let visit = Visit {
         tx,
         stop: Arc::clone(&stop),
-        max_file_size: options.max_file_size,
+        filter,
         excluded: options
             .exclude
             .iter()
@@ -188,7 +191,8 @@ fn display(path: &Path) -> Vec<u8> {
 struct Visit {
     tx: Sender<Item>,
     stop: Arc<AtomicBool>,
-    max_file_size: Option<u64>,
+    /// Globs, size and time: what to scan among the files.
+    filter: Arc<ObjectFilter>,
     /// (device, inode) of the files never to scan.
     excluded: Arc<[(u64, u64)]>,
 }
@@ -226,6 +230,13 @@ impl Visit {
         if file_type.is_dir() {
             return None;
         }
+        // Globs first: a file the user left out is "excluded", whatever it
+        // is. A root, named explicitly, is not subject to them.
+        if dent.depth() > 0
+            && let Some(reason) = self.filter.path_skip_reason(relative(dent))
+        {
+            return skip(reason);
+        }
         // With `follow_symlinks` the entry already has its target's type.
         if file_type.is_symlink() {
             return skip(SkipReason::Symlink);
@@ -233,19 +244,22 @@ impl Visit {
         if !file_type.is_file() {
             return skip(SkipReason::NotRegularFile);
         }
-        let size = match dent.metadata() {
+        let metadata = match dent.metadata() {
             Ok(metadata) if self.excluded.contains(&(metadata.dev(), metadata.ino())) => {
                 return skip(SkipReason::Other("excluded: trawl's own output".into()));
             }
-            Ok(metadata) => metadata.len(),
+            Ok(metadata) => metadata,
             Err(err) => {
                 return skip(SkipReason::Unreadable(format!(
                     "cannot read file metadata: {err}"
                 )));
             }
         };
-        if self.max_file_size.is_some_and(|max| size > max) {
-            return skip(SkipReason::TooLarge);
+        let size = metadata.len();
+        // A file system without modification times: scanned.
+        let modified = metadata.modified().ok();
+        if let Some(reason) = self.filter.metadata_skip_reason(size, modified) {
+            return skip(reason);
         }
         Some(Item::Object(RemoteObject {
             display: display(dent.path()),
@@ -302,16 +316,28 @@ fn walk_error(err: &ignore::Error) -> SkippedObject {
     }
 }
 
+/// `dent`'s path below its root, as the globs of an [`ObjectFilter`] see
+/// it: `src/main.rs` for `./src/main.rs` under the root `.`; empty for a
+/// root.
+fn relative(dent: &DirEntry) -> &[u8] {
+    let path = dent.path();
+    let root = path.ancestors().nth(dent.depth()).unwrap_or(path);
+    path.strip_prefix(root)
+        .map_or(&[][..], |relative| relative.as_os_str().as_bytes())
+}
+
 /// The skip decisions the options ask for, made where the walk would
 /// descend or yield, and reported instead of silently applied.
-struct Filter {
+struct EntryFilter {
     skip_hidden: bool,
     gitignore: Option<Arc<GitignoreCache>>,
+    /// Set when there are exclude globs, which may prune folders.
+    filter: Option<Arc<ObjectFilter>>,
     tx: Sender<Item>,
     stop: Arc<AtomicBool>,
 }
 
-impl Filter {
+impl EntryFilter {
     /// Whether to walk `dent` (called for every entry below a root; roots,
     /// given explicitly, are always scanned). A skipped directory is
     /// reported once, its contents not at all.
@@ -325,6 +351,12 @@ impl Filter {
             && cache.is_ignored(dent)
         {
             SkipReason::Ignored
+        } else if let Some(filter) = &self.filter
+            && dent.file_type().is_some_and(|t| t.is_dir())
+            && let Some(excluded) = filter.folder_skip_reason(relative(dent))
+        {
+            // Pruned: one entry for the folder, its contents never read.
+            excluded
         } else {
             return true;
         };

@@ -7,10 +7,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, SystemTime};
 
 use tempfile::TempDir;
 use trawl_backend::conformance::{check_all, check_listing, list_all};
-use trawl_backend::{ErrorClass, RemoteBackend, SkipReason, SkippedObject};
+use trawl_backend::{ErrorClass, ObjectFilter, PathGlob, RemoteBackend, SkipReason, SkippedObject};
 use trawl_backend_fs::{Error, FsBackend, FsOptions};
 
 fn write(root: &Path, rel: impl AsRef<OsStr>, contents: &[u8]) -> Vec<u8> {
@@ -239,11 +240,138 @@ fn files_above_the_limit_are_skipped() {
     let small = write(dir.path(), "small", &[1; 10]);
     let large = write(dir.path(), "large", &[1; 11]);
     let options = FsOptions {
-        max_file_size: Some(10),
+        filter: ObjectFilter::builder().max_size(10).build().unwrap(),
         ..FsOptions::default()
     };
     let skipped = check_listing(&backend(dir.path(), options), &[&small]);
     assert_eq!(skipped_with(&skipped, &SkipReason::TooLarge), vec![large]);
+}
+
+fn filtered(include: &[&str], exclude: &[&str]) -> FsOptions {
+    let mut filter = ObjectFilter::builder();
+    for glob in include {
+        filter = filter.include(PathGlob::new(glob).unwrap());
+    }
+    for glob in exclude {
+        filter = filter.exclude(PathGlob::new(glob).unwrap());
+    }
+    FsOptions {
+        filter: filter.build().unwrap(),
+        ..FsOptions::default()
+    }
+}
+
+fn excluded_by(glob: &str) -> SkipReason {
+    SkipReason::Excluded { glob: glob.into() }
+}
+
+#[test]
+fn an_excluded_folder_is_skipped_once_and_never_walked() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let kept = write(root, "src/app.js", b"app");
+    for i in 0..50 {
+        write(root, format!("node_modules/pkg{i}/index.js"), b"dep");
+    }
+    write(root, "web/node_modules/x/y/z.js", b"dep");
+    write(root, "go/a/vendor/lib/lib.go", b"vendored");
+    // A file named like the folder glob is not a folder: scanned.
+    let file_named_so = write(root, "docs/node_modules", b"a file");
+    // Walking into the folder would report this FIFO as skipped.
+    let status = Command::new("mkfifo")
+        .arg(root.join("node_modules/pkg0/pipe"))
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "mkfifo");
+
+    let options = filtered(&[], &["node_modules/", "**/vendor/**"]);
+    let skipped = check_listing(&backend(root, options), &[&kept, &file_named_so]);
+    let mut shown: Vec<(Vec<u8>, SkipReason)> =
+        skipped.into_iter().map(|s| (s.display, s.reason)).collect();
+    shown.sort();
+    assert_eq!(
+        shown,
+        vec![
+            (
+                bytes(&root.join("go/a/vendor")),
+                excluded_by("**/vendor/**")
+            ),
+            (
+                bytes(&root.join("node_modules")),
+                excluded_by("node_modules/")
+            ),
+            (
+                bytes(&root.join("web/node_modules")),
+                excluded_by("node_modules/")
+            ),
+        ],
+        "one entry per pruned folder, nothing from inside"
+    );
+}
+
+#[test]
+fn include_globs_choose_the_files_and_the_rest_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let rs = write(root, "a/b/main.rs", b"fn main() {}");
+    let in_config = write(root, "config/app.yaml", b"k: v");
+    let readme = write(root, "README.md", b"readme");
+    let generated = write(root, "a/gen.rs", b"// generated");
+    let options = filtered(&["*.rs", "/config/"], &["gen.rs"]);
+    let skipped = check_listing(&backend(root, options), &[&rs, &in_config]);
+    assert_eq!(
+        skipped_with(&skipped, &SkipReason::NotIncluded),
+        vec![readme]
+    );
+    assert_eq!(
+        skipped_with(&skipped, &excluded_by("gen.rs")),
+        vec![generated],
+        "exclude wins over include"
+    );
+    assert_eq!(skipped.len(), 2);
+}
+
+#[test]
+fn globs_match_the_path_below_each_root_and_spare_the_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let top = write(dir.path(), "sub/x.txt", b"x");
+    let deeper = write(dir.path(), "sub/sub/x.txt", b"x");
+    let file_root = write(dir.path(), "other.txt", b"named explicitly");
+    // The root as given, with a trailing slash: `/x.txt` is below it.
+    let roots = vec![
+        dir.path().join("sub/"),
+        PathBuf::from(OsStr::from_bytes(&file_root)),
+    ];
+    let fs_backend = FsBackend::new(roots, filtered(&[], &["/x.txt", "*.txt"])).unwrap();
+    let skipped = check_listing(&fs_backend, &[&file_root]);
+    assert_eq!(skipped_with(&skipped, &excluded_by("/x.txt")), vec![top]);
+    assert_eq!(skipped_with(&skipped, &excluded_by("*.txt")), vec![deeper]);
+}
+
+#[test]
+fn files_modified_before_the_cutoff_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = write(dir.path(), "old.log", b"old");
+    let new = write(dir.path(), "new.log", b"new");
+    let year_2000 = SystemTime::UNIX_EPOCH + Duration::from_secs(946_684_800);
+    fs::File::options()
+        .write(true)
+        .open(OsStr::from_bytes(&old))
+        .unwrap()
+        .set_modified(year_2000)
+        .unwrap();
+    let cutoff = SystemTime::now() - Duration::from_secs(86_400);
+    let options = FsOptions {
+        filter: ObjectFilter::builder()
+            .modified_since(cutoff)
+            .build()
+            .unwrap(),
+        ..FsOptions::default()
+    };
+    let skipped = check_listing(&backend(dir.path(), options), &[&new]);
+    assert_eq!(
+        skipped_with(&skipped, &SkipReason::NotModifiedSince),
+        vec![old]
+    );
 }
 
 /// Whether permission bits are enforced for this process (not as root).

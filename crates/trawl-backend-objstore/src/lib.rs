@@ -19,6 +19,12 @@
 //!   `gs://`, `az://` and `memory://` go through `object_store`'s
 //!   `ObjectStore`; there, a key `Path` rejects fails the listing (counted,
 //!   never silent).
+//! - **Filters**: [`Options::filter`] (an [`ObjectFilter`]: include and
+//!   exclude globs, a maximum size, a modification cut-off) is applied to
+//!   each listed object with the listing's size and time, so a filtered
+//!   object costs no request beyond its share of a listing page (a URL
+//!   left out by the globs is not even asked for its `HEAD`); each is
+//!   reported by `take_skipped` with its reason.
 //! - **Reads** are ranged, one chunk at a time, never whole objects, at the
 //!   version that was listed (`If-Match` on the ETag): an object that changes
 //!   during its scan fails with "object changed during scan".
@@ -69,7 +75,9 @@ use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::memory::InMemory;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use tokio::runtime::Handle;
-use trawl_backend::{ErrorClass, RemoteBackend, RemoteObject, SkipReason, SkippedObject};
+use trawl_backend::{
+    ErrorClass, ObjectFilter, RemoteBackend, RemoteObject, SkipReason, SkippedObject,
+};
 
 pub use breaker::{BreakerConfig, BreakerStats};
 pub use error::{Error, Result};
@@ -104,6 +112,13 @@ pub struct Options {
     /// `azure_storage_account_key`…), applied over the environment: for a
     /// program that holds credentials elsewhere than in its environment.
     pub config: Vec<(String, String)>,
+    /// Which objects to scan (default: all). Globs match a key below the
+    /// folder of the listed prefix (`a/b.txt` for the key `logs/a/b.txt`
+    /// under `s3://bucket/logs/` or `s3://bucket/logs/a`), or a URL's
+    /// decoded path without its leading `/`; the size and time are the
+    /// listing's (`Size` and `LastModified`, or a URL's `Content-Length`
+    /// and `Last-Modified`, unknown when absent, so scanned).
+    pub filter: ObjectFilter,
 }
 
 impl Default for Options {
@@ -117,6 +132,7 @@ impl Default for Options {
             request_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
             config: Vec::new(),
+            filter: ObjectFilter::default(),
         }
     }
 }
@@ -159,6 +175,7 @@ enum Source {
 pub struct ObjectStoreBackend {
     source: Source,
     breaker: CircuitBreaker,
+    filter: ObjectFilter,
     // Last: the runtime outlives the clients that spawned onto it.
     bridge: Bridge,
 }
@@ -297,6 +314,7 @@ impl ObjectStoreBackend {
         ObjectStoreBackend {
             source,
             breaker: CircuitBreaker::new(endpoint, options.breaker),
+            filter: options.filter.clone(),
             bridge,
         }
     }
@@ -361,14 +379,23 @@ impl ObjectStoreBackend {
         max: usize,
     ) -> Result<Vec<RemoteObject<ObjectHandle>>> {
         let mut out = Vec::new();
-        // Pages of archived objects only are skipped whole: a page must not
-        // be empty while objects remain.
+        let folder = folder_len(prefix);
+        // Pages of skipped objects only (archived, filtered out) are
+        // skipped whole: a page must not be empty while objects remain.
         while out.is_empty() && !cursor.done {
             let page = self.call(client.list(prefix, cursor.after.as_deref(), max))?;
             cursor.done = !page.truncated || page.objects.is_empty();
             for listed in page.objects {
                 cursor.after = Some(listed.key.clone());
                 let display = client.display(&listed.key);
+                let relative = listed.key.get(folder..).unwrap_or(&listed.key[..]);
+                if let Some(reason) =
+                    self.filter
+                        .skip_reason(relative, listed.size, listed.modified)
+                {
+                    cursor.skipped.push(SkippedObject { display, reason });
+                    continue;
+                }
                 if listed.archived.is_some() {
                     cursor.skipped.push(SkippedObject {
                         display,
@@ -390,6 +417,7 @@ impl ObjectStoreBackend {
         max: usize,
     ) -> Result<Vec<RemoteObject<ObjectHandle>>> {
         let mut out = Vec::new();
+        let folder = folder_len(prefix);
         while out.is_empty() && !cursor.done {
             let after = cursor
                 .after
@@ -398,10 +426,23 @@ impl ObjectStoreBackend {
             let listing = self.call(client.list(prefix, after.as_deref(), max))?;
             cursor.done = listing.done || listing.last_seen.is_none();
             cursor.after = listing.last_seen.map(String::into_bytes);
-            out.extend(listing.objects.into_iter().map(|object| {
+            for object in listing.objects {
                 let display = client.display(object.key.as_bytes());
-                listed_object(display, object.key.into_bytes(), object.etag, object.size)
-            }));
+                let relative = object.key.as_bytes().get(folder..).unwrap_or_default();
+                if let Some(reason) =
+                    self.filter
+                        .skip_reason(relative, object.size, Some(object.modified))
+                {
+                    cursor.skipped.push(SkippedObject { display, reason });
+                    continue;
+                }
+                out.push(listed_object(
+                    display,
+                    object.key.into_bytes(),
+                    object.etag,
+                    object.size,
+                ));
+            }
         }
         Ok(out)
     }
@@ -413,40 +454,72 @@ impl ObjectStoreBackend {
         cursor: &mut Cursor,
         max: usize,
     ) -> Result<Vec<RemoteObject<ObjectHandle>>> {
-        let end = urls.len().min(cursor.next_url + max);
-        let page = &urls[cursor.next_url..end];
-        let heads = self.call(async {
-            let heads =
-                futures::future::join_all(page.iter().map(|url| urls::head(client, url))).await;
-            // A transient failure is the listing's to retry, the page whole:
-            // an object is never given up on for a hiccup of its HEAD.
-            match heads
-                .iter()
-                .position(|h| h.as_ref().is_err_and(is_transient))
-            {
-                Some(at) => Err(heads
-                    .into_iter()
-                    .nth(at)
-                    .and_then(Result::err)
-                    .expect("an error")),
-                None => Ok(heads),
-            }
-        })?;
-        cursor.next_url = end;
         let mut out = Vec::new();
-        for (url, head) in page.iter().zip(heads) {
-            let display = redact_url(url).into_bytes();
-            match head {
-                Ok(head) => out.push(listed_object(
+        // Pages of skipped URLs only are skipped whole: a page must not be
+        // empty while URLs remain.
+        while out.is_empty() && cursor.next_url < urls.len() {
+            let end = urls.len().min(cursor.next_url + max);
+            // The globs need no request: a URL they leave out is never
+            // asked for. Kept aside until the page's `HEAD`s succeed, so
+            // that a retried page does not count them twice.
+            let mut filtered = Vec::new();
+            let mut page = Vec::new();
+            for url in &urls[cursor.next_url..end] {
+                match self.filter.path_skip_reason(&urls::glob_path(url)) {
+                    Some(reason) => filtered.push(SkippedObject {
+                        display: redact_url(url).into_bytes(),
+                        reason,
+                    }),
+                    None => page.push(url),
+                }
+            }
+            let heads = if page.is_empty() {
+                Vec::new()
+            } else {
+                self.call(async {
+                    let heads =
+                        futures::future::join_all(page.iter().map(|url| urls::head(client, url)))
+                            .await;
+                    // A transient failure is the listing's to retry, the
+                    // page whole: an object is never given up on for a
+                    // hiccup of its HEAD.
+                    match heads
+                        .iter()
+                        .position(|h| h.as_ref().is_err_and(is_transient))
+                    {
+                        Some(at) => Err(heads
+                            .into_iter()
+                            .nth(at)
+                            .and_then(Result::err)
+                            .expect("an error")),
+                        None => Ok(heads),
+                    }
+                })?
+            };
+            cursor.next_url = end;
+            cursor.skipped.extend(filtered);
+            for (url, head) in page.into_iter().zip(heads) {
+                let display = redact_url(url).into_bytes();
+                let head = match head {
+                    Ok(head) => head,
+                    Err(err) => {
+                        cursor.skipped.push(SkippedObject {
+                            display,
+                            reason: SkipReason::Unreadable(err.to_string()),
+                        });
+                        continue;
+                    }
+                };
+                if let Some(reason) = self.filter.metadata_skip_reason(head.size, head.modified) {
+                    cursor.skipped.push(SkippedObject { display, reason });
+                    continue;
+                }
+                out.push(listed_object(
                     display,
                     url.clone().into_bytes(),
                     head.etag,
                     head.size,
-                )),
-                Err(err) => cursor.skipped.push(SkippedObject {
-                    display,
-                    reason: SkipReason::Unreadable(err.to_string()),
-                }),
+                ));
             }
         }
         Ok(out)
@@ -505,6 +578,13 @@ impl RemoteBackend for ObjectStoreBackend {
     fn take_skipped(&self, cursor: &mut Cursor) -> Vec<SkippedObject> {
         std::mem::take(&mut cursor.skipped)
     }
+}
+
+/// The length of the folder part of a listed prefix (up to its last `/`):
+/// filters see keys below it, so `s3://b/logs/20` and `s3://b/logs/` both
+/// show `2026/app.log` for the key `logs/2026/app.log`.
+fn folder_len(prefix: &str) -> usize {
+    prefix.rfind('/').map_or(0, |at| at + 1)
 }
 
 fn listed_object(

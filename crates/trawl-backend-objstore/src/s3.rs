@@ -11,6 +11,7 @@
 //! and sent through its HTTP client.
 
 use std::ops::Range;
+use std::time::SystemTime;
 
 use http::{Method, header};
 use object_store::ClientOptions;
@@ -47,6 +48,8 @@ pub(crate) struct ListedObject {
     pub(crate) key: Vec<u8>,
     pub(crate) size: u64,
     pub(crate) etag: Option<String>,
+    /// `LastModified`, when the server sent one that parses.
+    pub(crate) modified: Option<SystemTime>,
     /// Set when the object is archived and not restored.
     pub(crate) archived: Option<String>,
 }
@@ -297,6 +300,8 @@ struct Contents {
     #[serde(rename = "ETag", default)]
     etag: Option<String>,
     #[serde(default)]
+    last_modified: Option<String>,
+    #[serde(default)]
     storage_class: Option<String>,
     #[serde(default)]
     restore_status: Option<RestoreStatus>,
@@ -332,6 +337,11 @@ fn parse_listing(text: &str) -> std::result::Result<ListPage, String> {
                 key,
                 size: c.size,
                 etag: c.etag.filter(|e| !e.is_empty()),
+                // Unparsable: unknown, and an unknown time is scanned.
+                modified: c
+                    .last_modified
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                    .map(SystemTime::from),
                 archived,
             }
         })
@@ -430,6 +440,11 @@ mod tests {
         assert_eq!(page.objects[0].key, b"a//b");
         assert_eq!(page.objects[0].etag.as_deref(), Some("\"abc\""));
         assert_eq!(page.objects[0].size, 12);
+        assert_eq!(
+            page.objects[0].modified,
+            Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600))
+        );
+        assert_eq!(page.objects[1].modified, None, "no LastModified");
         assert_eq!(page.objects[1].archived.as_deref(), Some("GLACIER"));
         assert_eq!(page.objects[2].archived, None, "restored objects are read");
     }

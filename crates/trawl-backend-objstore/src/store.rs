@@ -10,6 +10,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use futures::StreamExt;
 use object_store::path::Path;
@@ -41,6 +42,7 @@ pub(crate) struct StoreObject {
     pub(crate) key: String,
     pub(crate) size: u64,
     pub(crate) etag: Option<String>,
+    pub(crate) modified: SystemTime,
 }
 
 impl StoreClient {
@@ -96,6 +98,7 @@ impl StoreClient {
                     key: key.clone(),
                     size: meta.size,
                     etag: meta.e_tag,
+                    modified: meta.last_modified.into(),
                 });
             } else if key.as_str() > prefix {
                 listing.done = true;

@@ -7,6 +7,7 @@
 //! the asked offset (correct, if wasteful).
 
 use std::ops::Range;
+use std::time::SystemTime;
 
 use http::{HeaderMap, Method, StatusCode, header};
 use object_store::client::HttpClient;
@@ -20,6 +21,8 @@ use crate::location::redact_url;
 pub(crate) struct UrlObject {
     pub(crate) size: u64,
     pub(crate) etag: Option<String>,
+    /// `Last-Modified`, when sent.
+    pub(crate) modified: Option<SystemTime>,
 }
 
 /// `HEAD url`: the size and a strong ETag (if any). A server that refuses
@@ -41,6 +44,7 @@ pub(crate) async fn head(client: &HttpClient, url: &str) -> Result<UrlObject> {
         return Ok(UrlObject {
             size,
             etag: strong_etag(headers),
+            modified: last_modified(headers),
         });
     }
     let first_byte = [(header::RANGE, "bytes=0-0")];
@@ -60,11 +64,49 @@ pub(crate) async fn head(client: &HttpClient, url: &str) -> Result<UrlObject> {
     Ok(UrlObject {
         size,
         etag: strong_etag(headers),
+        modified: last_modified(headers),
     })
 }
 
 fn header_u64(headers: &HeaderMap, name: header::HeaderName) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.parse().ok()
+}
+
+/// `Last-Modified` (an HTTP date, `Wed, 21 Oct 2015 07:28:00 GMT`); `None`
+/// when absent or malformed: an unknown time, which a filter scans.
+fn last_modified(headers: &HeaderMap) -> Option<SystemTime> {
+    let text = headers.get(header::LAST_MODIFIED)?.to_str().ok()?;
+    chrono::DateTime::parse_from_rfc2822(text)
+        .ok()
+        .map(SystemTime::from)
+}
+
+/// The path of `url` as include and exclude globs see it: percent-decoded,
+/// without the leading `/`, the query or the fragment
+/// (`static/app.js` for `https://host/static/app.js?v=2`).
+pub(crate) fn glob_path(url: &str) -> Vec<u8> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Vec::new();
+    };
+    let path = parsed.path().trim_start_matches('/').as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        if path[i] == b'%'
+            && let (Some(high), Some(low)) = (
+                path.get(i + 1).copied().and_then(hex),
+                path.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((high * 16 + low) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(path[i]);
+        i += 1;
+    }
+    out
 }
 
 /// `If-Match` compares strongly: a weak ETag cannot pin a version.
@@ -119,4 +161,35 @@ pub(crate) async fn read(
     };
     read_body_into(response, skip, dst, true, op).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_see_the_decoded_path_without_query() {
+        assert_eq!(
+            glob_path("https://u:p@host:8443/static/app%20v2.js?sig=x#top"),
+            b"static/app v2.js"
+        );
+        assert_eq!(glob_path("http://host"), b"");
+        assert_eq!(glob_path("http://host/a+b/%zz"), b"a+b/%zz");
+    }
+
+    #[test]
+    fn last_modified_is_an_http_date() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(last_modified(&headers), None);
+        headers.insert(
+            header::LAST_MODIFIED,
+            "Thu, 01 Jan 2026 00:00:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(
+            last_modified(&headers),
+            Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600))
+        );
+        headers.insert(header::LAST_MODIFIED, "yesterday".parse().unwrap());
+        assert_eq!(last_modified(&headers), None);
+    }
 }

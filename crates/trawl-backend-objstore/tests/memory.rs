@@ -1,13 +1,18 @@
 //! The `object_store` path (`gs://`, `az://`, `memory://`) against its
-//! in-memory store: the conformance kit, string prefixes and paging.
+//! in-memory store: the conformance kit, string prefixes and paging, and
+//! filters.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use trawl_backend::conformance;
-use trawl_backend::{ErrorClass, RemoteBackend};
+use trawl_backend::{
+    ErrorClass, ObjectFilter, ObjectFilterBuilder, PathGlob, RemoteBackend, SkipReason,
+    SkippedObject,
+};
 use trawl_backend_objstore::{Error, ObjectStoreBackend, Options};
 
 fn store_with(objects: &[(&str, &[u8])]) -> Arc<InMemory> {
@@ -126,4 +131,104 @@ fn runs_on_the_callers_runtime_and_never_panics_inside_it() {
         drop(owned);
         drop(backend);
     });
+}
+
+fn filter(include: &[&str], exclude: &[&str]) -> ObjectFilterBuilder {
+    let mut filter = ObjectFilter::builder();
+    for glob in include {
+        filter = filter.include(PathGlob::new(glob).unwrap());
+    }
+    for glob in exclude {
+        filter = filter.exclude(PathGlob::new(glob).unwrap());
+    }
+    filter
+}
+
+fn filtered(store: Arc<InMemory>, prefix: &str, filter: ObjectFilterBuilder) -> ObjectStoreBackend {
+    let options = Options {
+        filter: filter.build().unwrap(),
+        ..Options::default()
+    };
+    ObjectStoreBackend::from_store(store, "memory://", prefix, options).unwrap()
+}
+
+/// The skipped entries as (display, reason), sorted.
+fn reasons(skipped: Vec<SkippedObject>) -> Vec<(String, SkipReason)> {
+    let mut v: Vec<_> = skipped
+        .into_iter()
+        .map(|s| (String::from_utf8(s.display).unwrap(), s.reason))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn filters_see_keys_below_the_prefix_folder_and_count_each_skip() {
+    // Many excluded keys sort first: pages of skipped objects only must
+    // not end the listing.
+    let mut objects: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|i| (format!("logs/a/node_modules/{i:02}.js"), b"dep".to_vec()))
+        .collect();
+    for (key, body) in [
+        ("logs/app/main.js", &b"app"[..]),
+        ("logs/app/big.js", &[7; 100][..]),
+        ("logs/app/notes.md", b"notes"),
+        ("logs/top.js", b"top"),
+        ("other/x.js", b"outside the prefix"),
+    ] {
+        objects.push((key.into(), body.to_vec()));
+    }
+    let borrowed: Vec<(&str, &[u8])> = objects
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    let store = store_with(&borrowed);
+    // Globs see keys below the folder of the prefix, `logs/`, whether the
+    // prefix is the folder or a string inside it (`logs/a` lists
+    // `logs/a/…` and `logs/app/…`, not `logs/top.js`).
+    for prefix in ["logs/", "logs/a"] {
+        let globs = filter(&["*.js"], &["node_modules/", "/top.js", "/a/"]).max_size(10);
+        let backend = filtered(Arc::clone(&store), prefix, globs);
+        let (listed, skipped) = conformance::list_all(&backend, 3);
+        let listed: Vec<&[u8]> = listed.iter().map(|o| o.display.as_slice()).collect();
+        assert_eq!(listed, [&b"memory://logs/app/main.js"[..]], "{prefix}");
+        let excluded = |glob: &str| SkipReason::Excluded { glob: glob.into() };
+        let mut want: Vec<(String, SkipReason)> = (0..20)
+            .map(|i| {
+                (
+                    format!("memory://logs/a/node_modules/{i:02}.js"),
+                    excluded("node_modules/"),
+                )
+            })
+            .collect();
+        want.extend([
+            ("memory://logs/app/big.js".into(), SkipReason::TooLarge),
+            ("memory://logs/app/notes.md".into(), SkipReason::NotIncluded),
+        ]);
+        if prefix == "logs/" {
+            want.push(("memory://logs/top.js".into(), excluded("/top.js")));
+        }
+        want.sort();
+        assert_eq!(reasons(skipped), want, "{prefix}");
+    }
+}
+
+#[test]
+fn modified_since_uses_the_listing_time() {
+    let store = store_with(&[("a", b"a"), ("b", b"b")]);
+    let hour = Duration::from_secs(3600);
+    let past = filter(&[], &[]).modified_since(SystemTime::now() - hour);
+    let backend = filtered(Arc::clone(&store), "", past);
+    let skipped = conformance::check_listing(&backend, &[b"memory://a", b"memory://b"]);
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let future = filter(&[], &[]).modified_since(SystemTime::now() + hour);
+    let backend = filtered(store, "", future);
+    let skipped = conformance::check_listing(&backend, &[]);
+    assert_eq!(
+        reasons(skipped),
+        [
+            ("memory://a".into(), SkipReason::NotModifiedSince),
+            ("memory://b".into(), SkipReason::NotModifiedSince)
+        ]
+    );
 }

@@ -2,8 +2,10 @@
 
 mod support;
 
+use std::time::{Duration, SystemTime};
+
 use trawl_backend::conformance;
-use trawl_backend::{ErrorClass, RemoteBackend, SkipReason};
+use trawl_backend::{ErrorClass, ObjectFilter, PathGlob, RemoteBackend, SkipReason, SkippedObject};
 use trawl_backend_objstore::{Error, ObjectStoreBackend};
 
 use support::s3::{endpoint, new_bucket, options, put_all};
@@ -158,4 +160,81 @@ fn anonymous_requests_list_a_public_bucket() {
     let backend = ObjectStoreBackend::from_url(&format!("s3://{bucket}"), anonymous).unwrap();
     let display = shown(&bucket, b"public.txt");
     conformance::check_listing(&backend, &[&display]);
+}
+
+/// Include and exclude globs, the size and `LastModified` of the
+/// listing, each skip reported with its reason; keys are seen below the
+/// prefix's folder.
+#[test]
+fn filters_apply_to_the_listing_with_its_size_and_time() {
+    let Some(endpoint) = endpoint() else { return };
+    let bucket = new_bucket(&endpoint, "filters");
+    put_all(
+        &endpoint,
+        &bucket,
+        &[
+            (b"data/app/main.js", b"app"),
+            (b"data/app/big.js", &[7; 100]),
+            (b"data/app/notes.md", b"notes"),
+            (b"data/node_modules/x/index.js", b"dep"),
+            (b"data/vendor/lib.js", b"vendored"),
+            (b"other/vendor/lib.js", b"outside the prefix"),
+        ],
+    );
+    let url = format!("s3://{bucket}/data/");
+    let glob = |text: &str| PathGlob::new(text).unwrap();
+    let with = |filter: ObjectFilter| {
+        let mut options = options(&endpoint);
+        options.filter = filter;
+        ObjectStoreBackend::from_url(&url, options).unwrap()
+    };
+    let reasons = |skipped: Vec<SkippedObject>| {
+        let mut v: Vec<(Vec<u8>, SkipReason)> =
+            skipped.into_iter().map(|s| (s.display, s.reason)).collect();
+        v.sort();
+        v
+    };
+    let excluded = |glob: &str| SkipReason::Excluded { glob: glob.into() };
+
+    let globs = ObjectFilter::builder()
+        .include(glob("*.js"))
+        .exclude(glob("node_modules/"))
+        .exclude(glob("/vendor/**"))
+        .max_size(10)
+        .modified_since(SystemTime::now() - Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let main = shown(&bucket, b"data/app/main.js");
+    let skipped = conformance::check_listing(&with(globs), &[&main]);
+    assert_eq!(
+        reasons(skipped),
+        [
+            (shown(&bucket, b"data/app/big.js"), SkipReason::TooLarge),
+            (
+                shown(&bucket, b"data/app/notes.md"),
+                SkipReason::NotIncluded
+            ),
+            (
+                shown(&bucket, b"data/node_modules/x/index.js"),
+                excluded("node_modules/")
+            ),
+            (
+                shown(&bucket, b"data/vendor/lib.js"),
+                excluded("/vendor/**")
+            ),
+        ]
+    );
+
+    // A cut-off in the future: every object is older.
+    let future = ObjectFilter::builder()
+        .modified_since(SystemTime::now() + Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let skipped = conformance::check_listing(&with(future), &[]);
+    assert_eq!(skipped.len(), 5, "{skipped:?}");
+    assert!(
+        skipped
+            .iter()
+            .all(|s| s.reason == SkipReason::NotModifiedSince)
+    );
 }

@@ -3,9 +3,11 @@
 
 mod support;
 
+use std::time::{Duration, SystemTime};
+
 use support::fault_proxy::{FaultProxy, FaultRule, Target};
 use trawl_backend::conformance;
-use trawl_backend::{ErrorClass, RemoteBackend, SkipReason};
+use trawl_backend::{ErrorClass, ObjectFilter, PathGlob, RemoteBackend, SkipReason};
 use trawl_backend_objstore::{ObjectStoreBackend, Options};
 
 use support::s3::{endpoint, new_bucket, options};
@@ -92,4 +94,76 @@ fn a_refused_head_falls_back_and_a_failed_one_is_retried() {
     assert_eq!(backend.fetch_range(&page[0], 6, &mut dst).unwrap(), 4);
     assert_eq!(&dst, b"6789");
     assert!(backend.list_page(&mut cursor, 10).unwrap().is_empty());
+}
+
+/// Globs see a URL's path and are applied before any request (an excluded
+/// URL that does not exist is excluded, not unreadable); the size and the
+/// time come from the `HEAD`.
+#[test]
+fn filters_apply_to_urls_before_and_after_their_head() {
+    let Some(endpoint) = endpoint() else { return };
+    let bucket = new_bucket(&endpoint, "urlfilter");
+    let admin =
+        ObjectStoreBackend::from_url(&format!("s3://{bucket}"), options(&endpoint)).unwrap();
+    let public = [("x-amz-acl", "public-read")];
+    for (key, body) in [
+        (&b"app.js"[..], &b"app"[..]),
+        (b"big.js", &[7; 100]),
+        (b"notes.md", b"notes"),
+    ] {
+        admin.put_object_with(key, body.to_vec(), &public).unwrap();
+    }
+    let url = |key: &str| format!("{endpoint}/{bucket}/{key}");
+    let urls = vec![
+        url("app.js"),
+        url("big.js"),
+        url("notes.md"),
+        url("private/missing.js"),
+    ];
+    let glob = |text: &str| PathGlob::new(text).unwrap();
+    let with = |filter: ObjectFilter| {
+        let options = Options {
+            filter,
+            ..Options::default()
+        };
+        ObjectStoreBackend::from_urls(urls.clone(), options).unwrap()
+    };
+    let filter = ObjectFilter::builder()
+        .include(glob("*.js"))
+        .exclude(glob("private/"))
+        .max_size(10)
+        .build()
+        .unwrap();
+    let mut skipped = conformance::check_listing(&with(filter), &[urls[0].as_bytes()]);
+    skipped.sort_by(|a, b| a.display.cmp(&b.display));
+    let reasons: Vec<(&[u8], &SkipReason)> = skipped
+        .iter()
+        .map(|s| (s.display.as_slice(), &s.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (urls[1].as_bytes(), &SkipReason::TooLarge),
+            (urls[2].as_bytes(), &SkipReason::NotIncluded),
+            (
+                urls[3].as_bytes(),
+                &SkipReason::Excluded {
+                    glob: "private/".into()
+                }
+            ),
+        ]
+    );
+
+    // `Last-Modified` of the `HEAD`: a cut-off in the future skips all
+    // that exist; the missing one is still unreadable.
+    let future = ObjectFilter::builder()
+        .modified_since(SystemTime::now() + Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let skipped = conformance::check_listing(&with(future), &[]);
+    let old = skipped
+        .iter()
+        .filter(|s| s.reason == SkipReason::NotModifiedSince)
+        .count();
+    assert_eq!((old, skipped.len()), (3, 4), "{skipped:?}");
 }

@@ -14,12 +14,20 @@
 //! treats as a permanent failure of that object instead of silently scanning
 //! a truncated buffer.
 //!
+//! What to scan is decided the same way by every backend: an
+//! [`ObjectFilter`] (include and exclude globs, a maximum size, a
+//! modification cut-off) turns an object's relative path, size and time
+//! into "scan it" or a [`SkipReason`], so that `--exclude 'node_modules/'`
+//! means the same in a folder and in a bucket, and every skip is counted.
+//!
 //! Two features help backend authors:
 //! - `testkit`: `testkit::MockBackend` and fault-injecting backends for
 //!   testing code that drives a backend;
 //! - `conformance`: functions in `conformance` that a backend crate calls
 //!   from its own tests to check the contract against a real store.
 
+mod error;
+mod filter;
 mod object;
 
 #[cfg(feature = "conformance")]
@@ -27,6 +35,8 @@ pub mod conformance;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use error::{Error, Result};
+pub use filter::{ObjectFilter, ObjectFilterBuilder, PathGlob};
 pub use object::{ErrorClass, RemoteObject, SkipReason, SkippedObject};
 
 /// A store of objects that can be listed page by page and read by range.
@@ -63,9 +73,10 @@ pub trait RemoteBackend: Send + Sync + 'static {
     ///
     /// An empty page means enumeration is complete; `max` is always at
     /// least 1. Entries that the backend decides not to scan (hidden files
-    /// when asked to skip them, special files, archived objects…) are not
-    /// returned here but reported by [`take_skipped`](Self::take_skipped),
-    /// so that nothing disappears from the accounting. A page **must not**
+    /// when asked to skip them, special files, archived objects, objects an
+    /// [`ObjectFilter`] turns down…) are not returned here but reported by
+    /// [`take_skipped`](Self::take_skipped), so that nothing disappears
+    /// from the accounting. A page **must not**
     /// be empty while objects remain, even when every entry seen since the
     /// last page was skipped.
     fn list_page(

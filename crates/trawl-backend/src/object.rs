@@ -56,8 +56,24 @@ pub enum SkipReason {
     /// Not a regular file (a FIFO, socket or device), which cannot be read
     /// as a finite object.
     NotRegularFile,
-    /// Larger than the configured maximum object size.
+    /// Larger than the configured maximum object size
+    /// ([`ObjectFilter`](crate::ObjectFilter)'s `max_size`).
     TooLarge,
+    /// Matched by an exclude glob of an [`ObjectFilter`](crate::ObjectFilter)
+    /// (`--exclude`), named as given. A folder excluded whole is one entry,
+    /// its contents are not listed; counts group by glob, so a summary has
+    /// one line per glob, not per object.
+    Excluded {
+        /// The exclude glob, as given.
+        glob: String,
+    },
+    /// Matched none of the include globs of an
+    /// [`ObjectFilter`](crate::ObjectFilter) (`--include`).
+    NotIncluded,
+    /// Last modified before the cut-off of an
+    /// [`ObjectFilter`](crate::ObjectFilter) (`--modified-since`). An
+    /// object whose modification time is unknown is scanned, not skipped.
+    NotModifiedSince,
     /// In an archive storage class, unreadable without a restore.
     Archived,
     /// The scan was stopped before this object was finished.
@@ -79,7 +95,14 @@ impl fmt::Display for SkipReason {
             }
             SkipReason::Symlink => f.write_str("symbolic link, not followed"),
             SkipReason::NotRegularFile => f.write_str("not a regular file"),
-            SkipReason::TooLarge => f.write_str("larger than the maximum object size"),
+            SkipReason::TooLarge => {
+                f.write_str("larger than the maximum object size (--max-object-size)")
+            }
+            SkipReason::Excluded { glob } => write!(f, "excluded by the glob '{glob}' (--exclude)"),
+            SkipReason::NotIncluded => f.write_str("matched no include glob (--include)"),
+            SkipReason::NotModifiedSince => {
+                f.write_str("not modified since the cut-off (--modified-since)")
+            }
             SkipReason::Archived => f.write_str("in archive storage, not restored"),
             SkipReason::Stopped => f.write_str("scan stopped before this object was finished"),
             SkipReason::Unreadable(reason) => f.write_str(reason),

@@ -2,7 +2,9 @@
 //! codes. All scanning logic lives in the library crates.
 
 mod baseline;
+mod config;
 mod docs;
+mod filters;
 mod output;
 mod progress;
 mod reconcile;
@@ -12,6 +14,7 @@ mod scan;
 mod size;
 mod summary;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -21,7 +24,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "trawl", version, long_about = None)]
 #[command(
-    after_help = "Examples:\n  trawl scan .                       scan the current folder, findings as JSONL on stdout\n  trawl scan ./repo --redact --sort  hide secrets, sort findings by path and offset\n  trawl scan ./dumps -o findings.jsonl\n  trawl scan . --rules .gitleaks.toml --baseline last.jsonl\n  trawl scan s3://bucket/logs/       scan every object under a prefix\n  trawl rules check .gitleaks.toml   validate a rule file\n  trawl reconcile                    repair the job queue (DATABASE_URL) until stopped\n  trawl completions bash             shell completions (also zsh, fish…)\n  trawl man | man -l -               the manual page\n\nExit codes: 0 nothing found, 1 findings, 2 usage error or incomplete scan."
+    after_help = "Examples:\n  trawl scan .                       scan the current folder, findings as JSONL on stdout\n  trawl scan ./repo --redact --sort  hide secrets, sort findings by path and offset\n  trawl scan ./dumps -o findings.jsonl\n  trawl scan . --rules .gitleaks.toml --baseline last.jsonl\n  trawl scan s3://bucket/logs/       scan every object under a prefix\n  trawl rules check .gitleaks.toml   validate a rule file\n  trawl config show                  the settings a scan here uses (trawl.toml, TRAWL_*)\n  trawl reconcile                    repair the job queue (DATABASE_URL) until stopped\n  trawl completions bash             shell completions (also zsh, fish…)\n  trawl man | man -l -               the manual page\n\nExit codes: 0 nothing found, 1 findings, 2 usage error or incomplete scan."
 )]
 struct Cli {
     /// Log more (-v: info, -vv: debug); RUST_LOG overrides.
@@ -45,6 +48,13 @@ enum Command {
     /// Run the job queue's reconcilers (crash recovery, timeouts, cancels,
     /// budgets, vacuum) until stopped.
     Reconcile(reconcile::ReconcileArgs),
+    /// Show the effective configuration of `trawl scan` (trawl.toml,
+    /// TRAWL_* variables and flags).
+    #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  trawl config show                     what `trawl scan` would use here\n  trawl config show --config ci.toml --format sarif\n\nSettings: flags over TRAWL_* variables over trawl.toml over defaults (docs/guide.md)."
+    )]
+    Config(config::ConfigCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(docs::CompletionsArgs),
     /// Print the manual page, or write a page per command into a folder.
@@ -52,7 +62,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let argv = match with_layers(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(err) => {
+            eprintln!("trawl: error: {err:#}");
+            return ExitCode::from(scan::EXIT_INCOMPLETE);
+        }
+    };
+    let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
@@ -73,6 +90,7 @@ fn main() -> ExitCode {
         Command::Scan(args) => scan::run(*args),
         Command::Rules(command) => rules::run(command),
         Command::Reconcile(args) => reconcile::run(args),
+        Command::Config(command) => config::run(command),
         Command::Completions(args) => docs::completions(&args),
         Command::Man(args) => docs::man(&args),
     };
@@ -83,6 +101,32 @@ fn main() -> ExitCode {
             ExitCode::from(scan::EXIT_INCOMPLETE)
         }
     }
+}
+
+/// The command line with the settings of `trawl.toml` and `TRAWL_*`
+/// variables added when it runs `trawl scan` (see `config`).
+fn with_layers(mut argv: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
+    // Global options (-v) take no value: the first other word is the
+    // subcommand.
+    let Some(at) = argv
+        .iter()
+        .skip(1)
+        .position(|word| !word.to_string_lossy().starts_with('-'))
+        .map(|i| i + 1)
+    else {
+        return Ok(argv);
+    };
+    let asks_help = argv[at + 1..]
+        .iter()
+        .any(|word| matches!(word.to_str(), Some("-h" | "--help" | "-V" | "--version")));
+    if argv[at] != "scan" || asks_help {
+        return Ok(argv);
+    }
+    let cwd = std::env::current_dir()?;
+    let layered = config::layer(&argv[at + 1..], &|name| std::env::var(name).ok(), &cwd)?;
+    argv.truncate(at + 1);
+    argv.extend(layered.args);
+    Ok(argv)
 }
 
 fn init_logging(verbose: u8, quietest: &str) {
@@ -98,4 +142,33 @@ fn init_logging(verbose: u8, quietest: &str) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// `--help` of every command ends with examples of its use.
+    #[test]
+    fn every_command_has_examples_in_its_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let shown = command
+                .get_after_help()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            if !shown.contains("Examples:\n  ") {
+                missing.push(path.to_owned());
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_name() != "help" {
+                    walk(sub, &format!("{path} {}", sub.get_name()), missing);
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "trawl", &mut missing);
+        assert!(missing.is_empty(), "no examples in the help of {missing:?}");
+    }
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
-use trawl::{CsvSink, EventSink, JsonArraySink, JsonlSink, SarifRule, SarifSink, TeeSink};
+use trawl::{
+    CsvSink, EventSink, HumanSink, JsonArraySink, JsonlSink, SarifRule, SarifSink, TeeSink,
+};
 
 /// A format of findings (`docs/output.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -21,10 +23,22 @@ pub(crate) enum Format {
     Csv,
     /// SARIF 2.1.0, for code scanning (secrets always redacted).
     Sarif,
+    /// For people: each secret in its line, a table by rule (secrets
+    /// redacted unless --show-secrets).
+    Human,
 }
 
 impl Format {
-    fn sink(self, out: PipeWatch, redact: bool, rules: &[SarifRule]) -> Box<dyn EventSink> {
+    /// A sink of this format; `color`: whether a human output writes
+    /// colours.
+    fn sink(
+        self,
+        out: PipeWatch,
+        shown: Shown,
+        color: bool,
+        rules: &[SarifRule],
+    ) -> Box<dyn EventSink> {
+        let redact = shown.redact;
         match self {
             Format::Jsonl => Box::new(JsonlSink::new(out, redact)),
             Format::Json => Box::new(JsonArraySink::new(out, redact)),
@@ -34,6 +48,41 @@ impl Format {
                 env!("CARGO_PKG_VERSION"),
                 rules.to_vec(),
             )),
+            Format::Human => Box::new(
+                HumanSink::new(out)
+                    .show_secrets(shown.show_secrets && !redact)
+                    .color(color),
+            ),
+        }
+    }
+}
+
+/// How findings are shown, in every output.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shown {
+    /// `--redact`: only the first 4 characters of secrets, in every
+    /// format.
+    pub(crate) redact: bool,
+    /// `--show-secrets`: whole secrets in the human format too (the others
+    /// show them unless `--redact`; SARIF never does).
+    pub(crate) show_secrets: bool,
+    /// `--color`, of the human format.
+    pub(crate) color: clap::ColorChoice,
+}
+
+impl Shown {
+    /// Whether a human output writes colours: `--color always`, or
+    /// `auto` on standard output when it is a terminal that wants colours
+    /// (not with `NO_COLOR`, `CLICOLOR=0` or `TERM=dumb`; always with
+    /// `CLICOLOR_FORCE`). Files get plain text unless `always`.
+    fn colors(self, stdout: bool) -> bool {
+        match self.color {
+            clap::ColorChoice::Always => true,
+            clap::ColorChoice::Never => false,
+            clap::ColorChoice::Auto => {
+                stdout
+                    && anstream::AutoStream::choice(&io::stdout()) != anstream::ColorChoice::Never
+            }
         }
     }
 }
@@ -80,14 +129,14 @@ pub(crate) fn parse_output(text: &str) -> Result<OutputSpec, String> {
 }
 
 /// The sink of a scan: every output, in its format (`default` where the
-/// output names none), standard output when none is given. Files are
-/// created now, before the scan starts. `reader_left` is set when a
-/// reader of standard output goes away. `rules` are the scan's rules, for
-/// SARIF.
+/// output names none), standard output when none is given, showing
+/// findings as `shown` says. Files are created now, before the scan
+/// starts. `reader_left` is set when a reader of standard output goes
+/// away. `rules` are the scan's rules, for SARIF.
 pub(crate) fn open_sinks(
     outputs: &[OutputSpec],
     default: Format,
-    redact: bool,
+    shown: Shown,
     reader_left: &Arc<AtomicBool>,
     rules: &[SarifRule],
 ) -> Result<Box<dyn EventSink>> {
@@ -106,7 +155,11 @@ pub(crate) fn open_sinks(
                 inner: open(output.file())?,
                 reader_left: Arc::clone(reader_left),
             };
-            Ok(output.format.unwrap_or(default).sink(out, redact, rules))
+            let color = shown.colors(output.file().is_none());
+            Ok(output
+                .format
+                .unwrap_or(default)
+                .sink(out, shown, color, rules))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(if sinks.len() == 1 {
@@ -172,6 +225,10 @@ mod tests {
             Ok(spec(Some(Format::Csv), "a.csv"))
         );
         assert_eq!(parse_output("JSON:-"), Ok(spec(Some(Format::Json), "-")));
+        assert_eq!(
+            parse_output("human:report.txt"),
+            Ok(spec(Some(Format::Human), "report.txt"))
+        );
         assert_eq!(parse_output("dir:x/a"), Ok(spec(None, "dir:x/a")));
         assert!(
             parse_output("csv:")

@@ -4,10 +4,11 @@ use std::io::{self, IsTerminal};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use trawl::backend::{ObjectFilter, PathGlob};
 use trawl::objstore;
 use trawl::{
     Engine, EventSink, FsBackend, FsOptions, RemoteBackend, RemoteConfig, RunReport, SarifRule,
@@ -15,6 +16,7 @@ use trawl::{
 };
 
 use crate::baseline::{Baseline, BaselineSink};
+use crate::filters;
 use crate::output;
 use crate::progress;
 use crate::remote::{Remote, Target, Watched, listing_hint};
@@ -60,8 +62,11 @@ const REMOTE: Defaults = Defaults {
 
 /// Arguments of `trawl scan`.
 #[derive(Debug, Args)]
+// A flag given twice takes its last value: settings from trawl.toml and
+// TRAWL_* variables go ahead of the command line (config.rs).
+#[command(args_override_self = true)]
 #[command(
-    after_help = "Examples:\n  trawl scan .\n  trawl scan ~/src/app ./backups --redact -o findings.jsonl\n  trawl scan . --respect-gitignore --skip-hidden --sort\n  trawl scan . --rules .gitleaks.toml                built-in rules plus the file's\n  trawl scan . --rules team.toml --no-builtin       only the file's rules\n  trawl scan . -o new.jsonl --baseline old.jsonl     only findings not in old.jsonl\n  trawl scan . -o csv:findings.csv -o jsonl:-       a CSV file and JSONL on stdout\n  trawl scan . --format sarif -o trawl.sarif        for GitHub code scanning\n  trawl scan s3://my-bucket/logs/2026/               every object under the prefix\n  trawl scan s3://public-data/ --anonymous --region eu-west-1\n  trawl scan s3://bucket --endpoint http://localhost:9000   MinIO or another S3-compatible server\n  trawl scan gs://bucket/exports/\n  trawl scan az://container/backups/                 account and key from AZURE_*\n  trawl scan https://example.com/app.js --urls more-urls.txt\n\nEvery file is scanned, binary or not (NUL bytes and invalid UTF-8 included);\nhidden and git-ignored files too unless asked otherwise. Each finding is one\nJSON line (--format json or csv for others; docs/output.md); a summary goes\nto stderr.\n\nOne run scans local paths, or one store location, or http(s) URLs: to scan\nmore, run trawl once per location. Store credentials come only from the\nenvironment (there are no credential flags): AWS_ACCESS_KEY_ID,\nAWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and the other AWS_* variables, or the\ninstance's role; GOOGLE_APPLICATION_CREDENTIALS and GOOGLE_*; AZURE_* (e.g.\nAZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY). URLs are shown with\ncredentials removed."
+    after_help = "Examples:\n  trawl scan .\n  trawl scan ~/src/app ./backups --redact -o findings.jsonl\n  trawl scan . --respect-gitignore --skip-hidden --sort\n  trawl scan . --exclude 'node_modules/' --include '*.js'   only .js files, no dependencies\n  trawl scan s3://bucket/logs/ --modified-since 7d --max-object-size 100MiB\n  trawl scan . --rules .gitleaks.toml                built-in rules plus the file's\n  trawl scan . --rules team.toml --no-builtin       only the file's rules\n  trawl scan . -o new.jsonl --baseline old.jsonl     only findings not in old.jsonl\n  trawl scan . -o csv:findings.csv -o jsonl:-       a CSV file and JSONL on stdout\n  trawl scan . --format sarif -o trawl.sarif        for GitHub code scanning\n  trawl scan . --format human                       each secret in its line, redacted\n  trawl scan s3://my-bucket/logs/2026/               every object under the prefix\n  trawl scan s3://public-data/ --anonymous --region eu-west-1\n  trawl scan s3://bucket --endpoint http://localhost:9000   MinIO or another S3-compatible server\n  trawl scan gs://bucket/exports/\n  trawl scan az://container/backups/                 account and key from AZURE_*\n  trawl scan https://example.com/app.js --urls more-urls.txt\n\nEvery file is scanned, binary or not (NUL bytes and invalid UTF-8 included);\nhidden and git-ignored files too unless asked otherwise. Each finding is one\nJSON line (--format json or csv for others; docs/output.md); a summary goes\nto stderr.\n\nOne run scans local paths, or one store location, or http(s) URLs: to scan\nmore, run trawl once per location. Store credentials come only from the\nenvironment (there are no credential flags): AWS_ACCESS_KEY_ID,\nAWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and the other AWS_* variables, or the\ninstance's role; GOOGLE_APPLICATION_CREDENTIALS and GOOGLE_*; AZURE_* (e.g.\nAZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY). URLs are shown with\ncredentials removed."
 )]
 pub(crate) struct ScanArgs {
     /// Files and folders, or URLs: one store location (s3://bucket/prefix,
@@ -71,20 +76,31 @@ pub(crate) struct ScanArgs {
 
     /// Write findings to FILE instead of stdout ('-' is stdout), in the
     /// --format, or in FORMAT if given as FORMAT:FILE (jsonl, json, csv,
-    /// sarif);
+    /// sarif, human);
     /// repeat for several outputs.
     #[arg(short, long, value_name = "[FORMAT:]FILE", value_parser = output::parse_output)]
     output: Vec<output::OutputSpec>,
 
     /// The format of findings: jsonl (one JSON object per line), json
     /// (one array), csv, sarif (SARIF 2.1.0 for code scanning; secrets
-    /// always redacted).
+    /// always redacted), human (for people: each secret in its line).
     #[arg(long, value_enum, default_value_t = output::Format::Jsonl)]
     format: output::Format,
 
     /// Show only the first 4 characters of each secret.
     #[arg(long)]
     redact: bool,
+
+    /// Show whole secrets in the human format, which shows only their
+    /// first 4 characters otherwise (jsonl, json and csv show whole secrets
+    /// unless --redact; sarif never does).
+    #[arg(long, conflicts_with = "redact")]
+    show_secrets: bool,
+
+    /// Colours of the human format: auto (on a terminal, unless NO_COLOR
+    /// is set), always, never.
+    #[arg(long, value_name = "WHEN", default_value_t = clap::ColorChoice::Auto)]
+    color: clap::ColorChoice,
 
     /// Buffer findings and print them sorted by path, then offset.
     #[arg(long)]
@@ -102,9 +118,28 @@ pub(crate) struct ScanArgs {
     #[arg(long, help_heading = "Local paths")]
     follow_symlinks: bool,
 
-    /// Skip files larger than SIZE (e.g. 100MiB); each is counted as skipped.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Local paths")]
-    max_file_size: Option<usize>,
+    /// Scan only the files and objects whose path matches GLOB
+    /// (repeatable; gitignore-style: '*.js', 'src/', 'logs/**/*.log'); the
+    /// others are counted as skipped (docs/filters.md).
+    #[arg(long, value_name = "GLOB", value_parser = filters::parse_glob, help_heading = "Filters")]
+    include: Vec<PathGlob>,
+
+    /// Skip the files and objects whose path matches GLOB (repeatable;
+    /// wins over --include); a folder it matches ('node_modules/',
+    /// '**/vendor/**') is skipped whole, not walked.
+    #[arg(long, value_name = "GLOB", value_parser = filters::parse_glob, help_heading = "Filters")]
+    exclude: Vec<PathGlob>,
+
+    /// Skip files and objects larger than SIZE (e.g. 100MiB).
+    #[arg(long, visible_alias = "max-file-size", value_name = "SIZE", value_parser = parse_size,
+        help_heading = "Filters")]
+    max_object_size: Option<usize>,
+
+    /// Skip files and objects last modified before WHEN: a date
+    /// (2026-01-31, UTC), a date and time (2026-01-31T08:00:00Z) or an age
+    /// (30m, 12h, 7d); those whose time is unknown are scanned.
+    #[arg(long, value_name = "WHEN", value_parser = filters::parse_when, help_heading = "Filters")]
+    modified_since: Option<SystemTime>,
 
     /// Use this S3-compatible server or Azure emulator instead of the
     /// cloud's own endpoint (e.g. http://localhost:9000; plain http:// is
@@ -159,6 +194,15 @@ pub(crate) struct ScanArgs {
     #[arg(long, value_name = "FILE")]
     baseline: Option<PathBuf>,
 
+    /// Read settings from FILE instead of ./trawl.toml [env: TRAWL_CONFIG]
+    /// (docs/guide.md#configuration).
+    #[arg(long, value_name = "FILE", help_heading = "Configuration")]
+    config: Option<PathBuf>,
+
+    /// Read no configuration file, not even ./trawl.toml.
+    #[arg(long, conflicts_with = "config", help_heading = "Configuration")]
+    no_config: bool,
+
     /// Print no summary and no progress on stderr (progress is shown only
     /// when stderr is a terminal and findings do not stream to it).
     #[arg(short, long)]
@@ -189,20 +233,31 @@ impl ScanArgs {
         }
     }
 
-    fn fs_options(&self) -> FsOptions {
-        FsOptions {
+    /// The filter flags, for local paths and URLs alike.
+    fn filter(&self) -> Result<ObjectFilter> {
+        filters::Filters {
+            include: &self.include,
+            exclude: &self.exclude,
+            max_object_size: self.max_object_size,
+            modified_since: self.modified_since,
+        }
+        .build()
+    }
+
+    fn fs_options(&self) -> Result<FsOptions> {
+        Ok(FsOptions {
             respect_gitignore: self.respect_gitignore,
             skip_hidden: self.skip_hidden,
             follow_symlinks: self.follow_symlinks,
             threads: 0,
-            max_file_size: self.max_file_size.map(|s| s as u64),
+            filter: self.filter()?,
             exclude: self
                 .output
                 .iter()
                 .filter_map(output::OutputSpec::file)
                 .cloned()
                 .collect(),
-        }
+        })
     }
 
     /// The object-store flags given, by name.
@@ -225,7 +280,6 @@ impl ScanArgs {
             ("--respect-gitignore", self.respect_gitignore),
             ("--skip-hidden", self.skip_hidden),
             ("--follow-symlinks", self.follow_symlinks),
-            ("--max-file-size", self.max_file_size.is_some()),
         ];
         given
             .iter()
@@ -262,6 +316,7 @@ impl ScanArgs {
             endpoint: self.endpoint.clone(),
             region: self.region.clone(),
             anonymous: self.anonymous,
+            filter: self.filter()?,
             ..objstore::Options::default()
         })
     }
@@ -286,7 +341,7 @@ pub(crate) fn run(args: ScanArgs) -> Result<u8> {
             }
             let config = args.config(LOCAL);
             let prepared = Prepared::new(&args, &config)?;
-            let backend = FsBackend::new(paths, args.fs_options())?;
+            let backend = FsBackend::new(paths, args.fs_options()?)?;
             let scanned = scan(&args, prepared, &config, &backend)?;
             finish(&args, scanned)
         }
@@ -371,7 +426,12 @@ fn scan<B: RemoteBackend>(
             description: rule.description().to_owned(),
         })
         .collect();
-    let outputs = output::open_sinks(&args.output, args.format, args.redact, &reader_left, &rules)?;
+    let shown = output::Shown {
+        redact: args.redact,
+        show_secrets: args.show_secrets,
+        color: args.color,
+    };
+    let outputs = output::open_sinks(&args.output, args.format, shown, &reader_left, &rules)?;
     let inner: Box<dyn EventSink> = if args.sort {
         Box::new(SortingSink::new(outputs))
     } else {

@@ -361,3 +361,67 @@ fn a_file_url_is_a_local_path() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0]["path"], leak.to_str().unwrap());
 }
+
+/// The filter flags apply to a bucket as to a folder, with keys seen below
+/// the prefix; `--modified-since` in the future leaves nothing to scan,
+/// which is a clean, complete scan.
+#[test]
+fn filters_apply_to_a_bucket_and_each_skip_is_counted() {
+    let Some(endpoint) = endpoint() else { return };
+    let leak = format!("token: {SECRET}\n");
+    let big = leak.repeat(100);
+    let bucket = bucket_with(
+        &endpoint,
+        "filters",
+        &[
+            ("site/app.js", leak.as_bytes()),
+            ("site/big.js", big.as_bytes()),
+            ("site/notes.md", leak.as_bytes()),
+            ("site/node_modules/a/index.js", leak.as_bytes()),
+            ("site/node_modules/b/index.js", leak.as_bytes()),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("s3://{bucket}/site/");
+    let out = trawl_s3(
+        dir.path(),
+        &endpoint,
+        &[
+            "scan",
+            &url,
+            "--include",
+            "*.js",
+            "--exclude",
+            "/node_modules/",
+            "--max-object-size",
+            "1KiB",
+            "--modified-since",
+            "1d",
+        ],
+    );
+    let stderr = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let found = findings(&out);
+    assert_eq!(found.len(), 1, "{stderr}");
+    assert_eq!(found[0]["path"], format!("s3://{bucket}/site/app.js"));
+    for line in [
+        "  skipped: 4\n",
+        "    1 larger than the maximum object size (--max-object-size)\n",
+        "    2 excluded by the glob '/node_modules/' (--exclude)\n",
+        "    1 matched no include glob (--include)\n",
+    ] {
+        assert!(stderr.contains(line), "{line:?} in {stderr}");
+    }
+
+    let out = trawl_s3(
+        dir.path(),
+        &endpoint,
+        &["scan", &url, "--modified-since", "2999-01-01"],
+    );
+    let stderr = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("    5 not modified since the cut-off (--modified-since)"),
+        "{stderr}"
+    );
+}

@@ -82,6 +82,136 @@ fn json_and_csv_output_snapshots() {
     }
 }
 
+/// Runs `trawl ARGS` as [`trawl`] does, and without `CLICOLOR_FORCE`,
+/// which would colour the human format even into a pipe.
+fn trawl_uncoloured(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trawl"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("CLICOLOR_FORCE")
+        .output()
+        .expect("run trawl")
+}
+
+#[test]
+fn human_output_snapshot() {
+    let out = trawl_uncoloured(
+        &fixtures(),
+        &["scan", "leaky", "--sort", "--format", "human"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!stdout(&out).contains('\u{1b}'), "no colours into a pipe");
+    insta::assert_snapshot!("leaky_human", stdout(&out));
+}
+
+#[test]
+fn the_human_format_shows_whole_secrets_only_when_asked() {
+    let human = |extra: &[&str]| {
+        let args = [&["scan", "leaky", "--format", "human"][..], extra].concat();
+        let out = trawl_uncoloured(&fixtures(), &args);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let redacted = human(&[]);
+    let shown = human(&["--show-secrets"]);
+    for (file, rule, secret) in PLANTED {
+        let start: String = secret.chars().take(4).collect();
+        assert!(!redacted.contains(secret), "{rule} in {file}:\n{redacted}");
+        assert!(redacted.contains(&format!("{start}…")), "{rule} in {file}");
+        assert!(shown.contains(secret), "{rule} in {file}:\n{shown}");
+    }
+    // A private key spans lines: shown whole, line by line.
+    assert!(shown.contains("-----END RSA PRIVATE KEY-----"));
+
+    let out = trawl(
+        &fixtures(),
+        &[
+            "scan",
+            "leaky",
+            "--format",
+            "human",
+            "--redact",
+            "--show-secrets",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let message = stderr(&out);
+    assert!(
+        message.contains("cannot be used with")
+            && message.contains("'--show-secrets'")
+            && message.contains("'--redact'"),
+        "{message}"
+    );
+
+    // Colours when asked, into a file too; a JSONL output beside it keeps
+    // its whole secrets.
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.txt");
+    let report_arg = format!("human:{}", report.display());
+    let out = trawl(
+        &fixtures(),
+        &[
+            "scan",
+            "leaky",
+            "--color",
+            "always",
+            "-o",
+            &report_arg,
+            "-o",
+            "-",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = std::fs::read_to_string(&report).unwrap();
+    assert!(report.contains("\u{1b}["), "{report:?}");
+    assert!(!report.contains(PLANTED[0].2));
+    assert!(findings(&out).iter().any(|f| f["secret"] == PLANTED[0].2));
+}
+
+#[test]
+fn the_human_format_is_coloured_on_a_terminal_unless_no_color() {
+    // A pseudo-terminal from util-linux `script`, as in tests/progress.rs.
+    let on_a_terminal = |no_color: bool| {
+        let command = format!(
+            "{} scan leaky/src --format human --quiet",
+            env!("CARGO_BIN_EXE_trawl")
+        );
+        let mut script = Command::new("script");
+        script
+            .args(["-qfec", &command, "/dev/null"])
+            .current_dir(fixtures())
+            .env_remove("RUST_LOG")
+            .env_remove("CLICOLOR_FORCE")
+            .env_remove("NO_COLOR")
+            .env("TERM", "xterm");
+        if no_color {
+            script.env("NO_COLOR", "1");
+        }
+        match script.output() {
+            Ok(out) => Some(String::from_utf8_lossy(&out.stdout).into_owned()),
+            Err(_) if std::env::var_os("CI").is_some() => {
+                panic!("util-linux `script` is needed for the pseudo-terminal tests")
+            }
+            Err(err) => {
+                eprintln!("notice: skipping a pseudo-terminal test: cannot run `script`: {err}");
+                None
+            }
+        }
+    };
+    let (Some(coloured), Some(plain)) = (on_a_terminal(false), on_a_terminal(true)) else {
+        return;
+    };
+    assert!(
+        coloured.contains("\u{1b}[") && coloured.contains("github-pat"),
+        "{coloured:?}"
+    );
+    assert!(
+        !plain.contains('\u{1b}') && plain.contains("github-pat"),
+        "{plain:?}"
+    );
+}
+
 #[test]
 fn sarif_output_is_valid_and_locates_every_finding() {
     let out = trawl(
@@ -455,4 +585,117 @@ fn exit_codes_say_clean_findings_or_incomplete_and_exit_code_sets_the_findings_o
     let out = trawl(clean.path(), &["scan", ".", "--exit-code", "300"]);
     assert_eq!(out.status.code(), Some(2), "a usage error");
     assert!(stderr(&out).contains("--exit-code"), "{}", stderr(&out));
+}
+
+/// A folder where each filter flag leaves out one leaky file: dependencies,
+/// a Markdown file, a large file and an old one. Only `src/app.js` is left.
+fn filtered_tree() -> tempfile::TempDir {
+    const LEAK: &str = "token = ghp_R7fKq2LmX9vBn4WcT8yHs1JdP6aZe3UoQi5G\n";
+    let dir = tempfile::tempdir().unwrap();
+    let put = |rel: &str, body: &[u8]| {
+        let path = dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, body).unwrap();
+        path
+    };
+    put("src/app.js", LEAK.as_bytes());
+    for i in 0..30 {
+        put(&format!("node_modules/pkg{i}/index.js"), LEAK.as_bytes());
+    }
+    put("README.md", LEAK.as_bytes());
+    let mut big = LEAK.repeat(100);
+    big.push('\n');
+    put("dist/big.js", big.as_bytes());
+    let old = put("legacy/old.js", LEAK.as_bytes());
+    let year_2000 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(946_684_800);
+    std::fs::File::options()
+        .write(true)
+        .open(old)
+        .unwrap()
+        .set_modified(year_2000)
+        .unwrap();
+    dir
+}
+
+#[test]
+fn filters_skip_on_purpose_with_each_reason_counted_and_the_scan_complete() {
+    let dir = filtered_tree();
+    let filters = [
+        "--exclude",
+        "node_modules/",
+        "--include",
+        "*.js",
+        "--max-object-size",
+        "1KiB",
+        "--modified-since",
+        "2020-01-01",
+    ];
+    let mut args = vec!["scan", "."];
+    args.extend(filters);
+    let out = trawl(dir.path(), &args);
+    let stderr = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "findings, complete: {stderr}");
+    let paths: Vec<String> = findings(&out)
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(paths, ["./src/app.js"], "{stderr}");
+    // The 30 packages are one pruned folder, one skip.
+    assert!(stderr.contains("scanned 1 of 5 objects"), "{stderr}");
+    for line in [
+        "  skipped: 4\n",
+        "    1 larger than the maximum object size (--max-object-size)\n",
+        "    1 excluded by the glob 'node_modules/' (--exclude)\n",
+        "    1 matched no include glob (--include)\n",
+        "    1 not modified since the cut-off (--modified-since)\n",
+    ] {
+        assert!(stderr.contains(line), "{line:?} in {stderr}");
+    }
+
+    // Everything leaky filtered out: a clean, complete scan.
+    let out = trawl(
+        dir.path(),
+        &["scan", ".", "--exclude", "*.js", "--exclude", "*.md"],
+    );
+    let stderr = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr.contains("    33 excluded by the glob '*.js' (--exclude)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("    1 excluded by the glob '*.md' (--exclude)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn max_file_size_is_still_accepted_and_bad_filters_name_flag_and_value() {
+    let dir = filtered_tree();
+    let out = trawl(dir.path(), &["scan", "dist", "--max-file-size", "1KiB"]);
+    let stderr = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("1 larger than the maximum object size"),
+        "{stderr}"
+    );
+
+    for (flag, value, says) in [
+        ("--exclude", "[abc", "unclosed character class"),
+        ("--include", "!*.js", "negation is not supported"),
+        ("--modified-since", "yesterday", "expected a date and time"),
+        ("--modified-since", "3y", "unknown unit 'y'"),
+        ("--max-object-size", "lots", "not a size"),
+    ] {
+        let out = trawl(dir.path(), &["scan", ".", flag, value]);
+        let stderr = common::stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        for needle in [flag, value, says] {
+            assert!(
+                stderr.contains(needle),
+                "{flag} {value}: {needle:?} in {stderr}"
+            );
+        }
+    }
 }

@@ -23,6 +23,7 @@
 mod config;
 mod control;
 mod error;
+mod human;
 mod lines;
 mod pipeline;
 mod report;
@@ -32,10 +33,11 @@ mod sink;
 pub use config::RemoteConfig;
 pub use control::ScanControl;
 pub use error::{Error, Result};
+pub use human::HumanSink;
 pub use pipeline::scan_remote;
 pub use report::{FailedObject, FailureKind, IoStats, Progress, RemoteStats, RunReport};
 pub use sarif::{SARIF_FINGERPRINT_KEY, SARIF_SCHEMA, SarifRule, SarifSink};
 pub use sink::{
-    CSV_HEADER, CsvSink, EventSink, FINDING_SCHEMA, Finding, JsonArraySink, JsonlSink, SortingSink,
-    TeeSink, VecSink, hex, redact,
+    CSV_HEADER, CsvSink, EventSink, FINDING_SCHEMA, Finding, JsonArraySink, JsonlSink, LineContext,
+    SortingSink, TeeSink, VecSink, hex, redact,
 };

@@ -5,6 +5,10 @@
 //! over. A CPU worker then locates a finding by counting newlines only
 //! within its own buffer.
 
+use std::ops::Range;
+
+use crate::sink::LineContext;
+
 /// Where a byte lies in lines: the 1-based line of the byte and the
 /// absolute offset at which that line starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +77,74 @@ impl<'a> Locator<'a> {
     }
 }
 
+/// The context of the secret `buf[secret]`: up to
+/// [`LineContext::MAX_SIDE`] bytes of its line on each side, cut at line
+/// ends and at the ends of `buf`. `buf_ends_object` says that the object
+/// ends where `buf` does, so that a line running to the end of `buf` is
+/// whole. Costs a bounded search on each side; called only for findings.
+pub(crate) fn context_around(
+    buf: &[u8],
+    secret: Range<usize>,
+    buf_ends_object: bool,
+) -> LineContext {
+    debug_assert!(secret.start <= secret.end && secret.end <= buf.len());
+    let max = LineContext::MAX_SIDE;
+
+    // Each side looks one byte past the bound, for the line end that
+    // would make a side of exactly `max` bytes whole.
+    let from = secret.start.saturating_sub(max + 1);
+    let before = match memchr::memrchr(b'\n', &buf[from..secret.start]) {
+        Some(newline) => &buf[from + newline + 1..secret.start],
+        None if secret.start <= max => &buf[..secret.start],
+        // Cut at the bound: drop the tail of a character cut in two.
+        None => skip_continuation_bytes(&buf[secret.start - max..secret.start]),
+    };
+
+    let window = &buf[secret.end..buf.len().min(secret.end + max + 1)];
+    let (after, after_cut) = match memchr::memchr(b'\n', window) {
+        Some(newline) => {
+            let line = &window[..newline];
+            (line.strip_suffix(b"\r").unwrap_or(line), false)
+        }
+        None if window.len() <= max && buf_ends_object => (window, false),
+        None => (drop_split_character(&window[..window.len().min(max)]), true),
+    };
+    LineContext {
+        before: before.to_vec(),
+        after: after.to_vec(),
+        after_cut,
+    }
+}
+
+/// `bytes` without the UTF-8 continuation bytes (at most 3) at its start.
+fn skip_continuation_bytes(bytes: &[u8]) -> &[u8] {
+    let skip = bytes
+        .iter()
+        .take(3)
+        .take_while(|&&b| b & 0xC0 == 0x80)
+        .count();
+    &bytes[skip..]
+}
+
+/// `bytes` without a UTF-8 character left incomplete at its end.
+fn drop_split_character(bytes: &[u8]) -> &[u8] {
+    for back in 1..=bytes.len().min(4) {
+        let at = bytes.len() - back;
+        let b = bytes[at];
+        if b & 0xC0 == 0x80 {
+            continue;
+        }
+        let needs = match b {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        return if back < needs { &bytes[..at] } else { bytes };
+    }
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +182,60 @@ mod tests {
                 start = end;
             }
         }
+    }
+
+    fn context(buf: &[u8], secret: &str, ends: bool) -> (String, String, bool) {
+        let start = buf
+            .windows(secret.len())
+            .position(|w| w == secret.as_bytes())
+            .unwrap();
+        let c = context_around(buf, start..start + secret.len(), ends);
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (text(&c.before), text(&c.after), c.after_cut)
+    }
+
+    #[test]
+    fn context_is_the_rest_of_the_line_on_each_side() {
+        let text = b"first\nkey = \"SECRET\" # prod\r\nlast\n";
+        let whole = |b: &str, a: &str| (b.to_owned(), a.to_owned(), false);
+        assert_eq!(
+            context(text, "SECRET", true),
+            whole("key = \"", "\" # prod")
+        );
+        assert_eq!(context(text, "first", true), whole("", ""));
+        assert_eq!(context(b"a SECRET", "SECRET", true), whole("a ", ""));
+        // A secret over lines: `after` is on its last line.
+        assert_eq!(context(b"x = A\nB;\n", "A\nB", true), whole("x = ", ";"));
+        // The buffer ends, the object may not: the line may go on.
+        assert_eq!(
+            context(b"a SECRET b", "SECRET", false),
+            ("a ".into(), " b".into(), true)
+        );
+    }
+
+    #[test]
+    fn context_is_bounded_and_cut_between_characters() {
+        let max = LineContext::MAX_SIDE;
+        // Exactly `max` bytes on each side, the line ending there: whole.
+        let line = format!("{}S{}", "b".repeat(max), "a".repeat(max));
+        let exact = format!("x\n{line}\ny");
+        let (before, after, cut) = context(exact.as_bytes(), "S", true);
+        assert_eq!((before.len(), after.len(), cut), (max, max, false));
+        // One more byte: cut, at the bound.
+        let long = format!("{}S{}", "b".repeat(max + 1), "a".repeat(max + 1));
+        let (before, after, cut) = context(long.as_bytes(), "S", true);
+        assert_eq!((before.len(), after.len(), cut), (max, max, true));
+        // A two-byte character across the bound is left out whole.
+        let wide = format!("é{}S{}é", "b".repeat(max - 1), "a".repeat(max - 1));
+        let (before, after, cut) = context(wide.as_bytes(), "S", true);
+        assert_eq!(before, "b".repeat(max - 1));
+        assert_eq!((after, cut), ("a".repeat(max - 1), true));
+        // Bytes that are not UTF-8 are kept as they are.
+        let binary = b"\x00\xff\x80 S \xfe\n";
+        let c = context_around(binary, 4..5, true);
+        assert_eq!(
+            (&c.before[..], &c.after[..]),
+            (&b"\x00\xff\x80 "[..], &b" \xfe"[..])
+        );
     }
 }

@@ -13,7 +13,7 @@ use trawl_engine::{Chunk, ObjectContext, RawMatch, ScanEngine};
 use trawl_retry::{Rng, TimeBudget};
 
 use crate::control::ScanControl;
-use crate::lines::{LinePosition, Locator};
+use crate::lines::{LinePosition, Locator, context_around};
 use crate::report::{Counters, FailureKind, bump};
 use crate::{EventSink, Finding, RemoteConfig, Result, RunReport};
 
@@ -582,6 +582,7 @@ fn cpu_worker<E: ScanEngine, B>(
                 end: task.offset + m.secret.end as u64,
                 secret: secret.to_vec(),
                 fingerprint: trawl_engine::fingerprint(rule_id, secret),
+                context: context_around(chunk.buf, m.secret.clone(), task.is_last),
             };
             if findings.send(finding).is_err() {
                 break;

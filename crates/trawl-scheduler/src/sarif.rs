@@ -213,6 +213,7 @@ mod tests {
             end: 4,
             secret: b"abcd".to_vec(),
             fingerprint: [0; 32],
+            context: Default::default(),
         };
         assert_eq!(end_of(&f), (3, 9));
         f.secret = b"ab\ncd\nxyz".to_vec();

@@ -31,6 +31,42 @@ pub struct Finding {
     pub secret: Vec<u8>,
     /// SHA-256 of the rule id, a NUL byte and the secret.
     pub fingerprint: [u8; 32],
+    /// The bytes around the secret on its line, for people to read
+    /// (the human format); no machine-readable format writes them.
+    pub context: LineContext,
+}
+
+/// The bytes of a secret's line around it: what a person needs to
+/// recognise the place. Bounded, so that a minified file or a binary
+/// blob of one long line costs no more than a short line.
+///
+/// `before` ends just before the secret and `after` starts just after it
+/// (on the secret's last line, when it spans lines); neither holds a
+/// line end (`\n`, nor the `\r` of a `\r\n`). Each holds at most
+/// [`LineContext::MAX_SIDE`] bytes, cut at a character boundary when
+/// they are valid UTF-8. They may be shorter than the line:
+///
+/// - `before` is the whole start of the line exactly when its length is
+///   the finding's `column - 1`; otherwise the line begins further left
+///   (past the bound, or before the bytes the scan held in memory when it
+///   found the secret);
+/// - `after` may stop before the line's end, which `after_cut` then says.
+///
+/// The default, empty, is for findings made without their object's
+/// bytes at hand (tests, findings read back from a file).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LineContext {
+    /// The line's bytes just before the secret.
+    pub before: Vec<u8>,
+    /// The line's bytes just after the secret.
+    pub after: Vec<u8>,
+    /// The line may go on past `after`.
+    pub after_cut: bool,
+}
+
+impl LineContext {
+    /// The most bytes kept on each side of a secret.
+    pub const MAX_SIDE: usize = 80;
 }
 
 /// Where a scan's findings go.
@@ -421,6 +457,7 @@ mod tests {
             end: 80,
             secret: secret.to_vec(),
             fingerprint: [0xab; 32],
+            context: LineContext::default(),
         }
     }
 

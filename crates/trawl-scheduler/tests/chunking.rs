@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use proptest::prelude::{
-    Just, ProptestConfig, Strategy, prop, prop_assert_eq, prop_oneof, proptest,
+    Just, ProptestConfig, Strategy, TestCaseError, prop, prop_assert, prop_assert_eq, prop_oneof,
+    proptest,
 };
 use trawl_backend::testkit::MockBackend;
 use trawl_engine::{Engine, ScanEngine};
 use trawl_retry::RetryPolicy;
-use trawl_scheduler::{RemoteConfig, ScanControl, VecSink, scan_remote};
+use trawl_scheduler::{Finding, LineContext, RemoteConfig, ScanControl, VecSink, scan_remote};
 
 const SECRETS: &[&str] = &[
     "ghp_R7fKq2LmX9vBn4WcT8yHs1JdP6aZe3UoQi5G",
@@ -114,5 +115,38 @@ proptest! {
             .collect();
         found.sort();
         prop_assert_eq!(found, expected);
+        for f in &sink.findings {
+            let body = &objects.iter().find(|(name, _)| name.as_bytes() == &*f.path).unwrap().1;
+            check_context(body, f)?;
+        }
     }
+}
+
+/// A finding's context is a true part of its line, within the bound: all
+/// the line's start when its length says so, all its end unless cut.
+fn check_context(body: &[u8], f: &Finding) -> Result<(), TestCaseError> {
+    let (start, end) = (f.start as usize, f.end as usize);
+    let c = &f.context;
+    let line_start = body[..start]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let line_before = &body[line_start..start];
+    prop_assert!(line_before.ends_with(&c.before) && c.before.len() <= LineContext::MAX_SIDE);
+    prop_assert_eq!(
+        c.before.len() as u64 == f.column - 1,
+        c.before == line_before
+    );
+    let rest = &body[end..];
+    let line_after = match rest.iter().position(|&b| b == b'\n') {
+        Some(newline) => rest[..newline]
+            .strip_suffix(b"\r")
+            .unwrap_or(&rest[..newline]),
+        None => rest,
+    };
+    prop_assert!(line_after.starts_with(&c.after) && c.after.len() <= LineContext::MAX_SIDE);
+    if !c.after_cut {
+        prop_assert_eq!(&c.after, line_after);
+    }
+    Ok(())
 }

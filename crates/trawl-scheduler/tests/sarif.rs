@@ -21,6 +21,7 @@ fn finding(rule: &str, path: &[u8], line: u64, secret: &[u8]) -> Finding {
         end: 100 + secret.len() as u64,
         secret: secret.to_vec(),
         fingerprint: [line as u8; 32],
+        context: Default::default(),
     }
 }
 

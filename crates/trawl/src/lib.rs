@@ -71,6 +71,6 @@ pub use trawl_backend_objstore::ObjectStoreBackend;
 pub use trawl_engine::{Engine, RuleSet, ScanEngine};
 pub use trawl_retry::RetryPolicy;
 pub use trawl_scheduler::{
-    CsvSink, EventSink, Finding, JsonArraySink, JsonlSink, RemoteConfig, RunReport, SarifRule,
-    SarifSink, ScanControl, SortingSink, TeeSink, VecSink, scan_remote,
+    CsvSink, EventSink, Finding, HumanSink, JsonArraySink, JsonlSink, LineContext, RemoteConfig,
+    RunReport, SarifRule, SarifSink, ScanControl, SortingSink, TeeSink, VecSink, scan_remote,
 };

@@ -15,14 +15,23 @@ pub(crate) fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// Runs `trawl ARGS` in `dir`, with no `RUST_LOG` from the environment.
+/// Runs `trawl ARGS` in `dir`, with no `RUST_LOG` and no settings
+/// (`TRAWL_*` but the test harness's `TRAWL_TEST_*`) from the environment.
 pub(crate) fn trawl(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trawl"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run trawl")
+    trawl_with_env(dir, args, &[])
+}
+
+/// [`trawl`] with the variables `env` set.
+pub(crate) fn trawl_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_trawl"));
+    command.current_dir(dir).args(args).env_remove("RUST_LOG");
+    for (name, _) in std::env::vars() {
+        if name.starts_with("TRAWL_") && !name.starts_with("TRAWL_TEST_") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(env.iter().copied());
+    command.output().expect("run trawl")
 }
 
 /// Standard output; the JSONL output is UTF-8 by construction.

@@ -61,14 +61,20 @@ pub(crate) fn unique_bucket_name(hint: &str) -> String {
 /// A new bucket holding `objects` (key, contents).
 pub(crate) fn bucket_with(endpoint: &str, hint: &str, objects: &[(&str, &[u8])]) -> String {
     let bucket = unique_bucket_name(hint);
-    let admin = admin(endpoint, &bucket);
+    fill_bucket(endpoint, &bucket, objects);
+    bucket
+}
+
+/// Creates `bucket` (or takes it as it is, if it exists) and puts
+/// `objects` (key, contents) in it.
+pub(crate) fn fill_bucket(endpoint: &str, bucket: &str, objects: &[(&str, &[u8])]) {
+    let admin = admin(endpoint, bucket);
     admin.create_bucket().expect("create the bucket");
     for (key, body) in objects {
         admin
             .put_object(key.as_bytes(), body.to_vec(), None)
             .unwrap_or_else(|e| panic!("put {key}: {e}"));
     }
-    bucket
 }
 
 /// Runs `trawl ARGS --endpoint ENDPOINT --region us-east-1` in `dir`, with
