@@ -5,40 +5,16 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{fixtures, stderr, trawl};
+use common::{fixtures, on_a_terminal, stderr, trawl};
 
 /// What the display's line starts with (the summary never says it).
 const BAR: &str = "scanning ";
-
-/// What `trawl ARGS` wrote to its terminal, or `None` (with a notice)
-/// where there is no `script` outside CI.
-fn on_a_terminal(args: &str) -> Option<String> {
-    let command = format!("{} {args}", env!("CARGO_BIN_EXE_trawl"));
-    let out = Command::new("script")
-        .args(["-qfec", &command, "/dev/null"])
-        .current_dir(fixtures())
-        .env_remove("RUST_LOG")
-        .env("TERM", "xterm")
-        .output();
-    match out {
-        Ok(out) => Some(String::from_utf8_lossy(&out.stdout).into_owned()),
-        Err(_) if std::env::var_os("CI").is_some() => {
-            panic!("util-linux `script` is needed for the pseudo-terminal tests")
-        }
-        Err(err) => {
-            eprintln!("notice: skipping a pseudo-terminal test: cannot run `script`: {err}");
-            None
-        }
-    }
-}
 
 #[test]
 fn the_display_is_drawn_on_a_terminal_and_cleared_before_the_summary() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("f.jsonl");
-    let Some(screen) = on_a_terminal(&format!("scan leaky -o {}", output.display())) else {
+    let Some(screen) = on_a_terminal(&format!("scan leaky -o {}", output.display()), &[]) else {
         return;
     };
     let bar = screen
@@ -57,7 +33,7 @@ fn the_display_is_drawn_on_a_terminal_and_cleared_before_the_summary() {
 #[test]
 fn no_display_when_findings_stream_to_the_terminal_or_with_quiet() {
     for args in ["scan leaky --redact", "scan leaky --quiet -o -"] {
-        let Some(screen) = on_a_terminal(args) else {
+        let Some(screen) = on_a_terminal(args, &[]) else {
             return;
         };
         assert!(!screen.contains(BAR), "{args}: {screen:?}");

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 mod common;
-use common::{findings, fixtures, stderr, stdout, trawl};
+use common::{findings, fixtures, on_a_terminal, stderr, stdout, trawl};
 
 /// Every secret planted in `tests/fixtures/leaky`, with its file and rule.
 const PLANTED: &[(&str, &str, &str)] = &[
@@ -171,35 +171,11 @@ fn the_human_format_shows_whole_secrets_only_when_asked() {
 
 #[test]
 fn the_human_format_is_coloured_on_a_terminal_unless_no_color() {
-    // A pseudo-terminal from util-linux `script`, as in tests/progress.rs.
-    let on_a_terminal = |no_color: bool| {
-        let command = format!(
-            "{} scan leaky/src --format human --quiet",
-            env!("CARGO_BIN_EXE_trawl")
-        );
-        let mut script = Command::new("script");
-        script
-            .args(["-qfec", &command, "/dev/null"])
-            .current_dir(fixtures())
-            .env_remove("RUST_LOG")
-            .env_remove("CLICOLOR_FORCE")
-            .env_remove("NO_COLOR")
-            .env("TERM", "xterm");
-        if no_color {
-            script.env("NO_COLOR", "1");
-        }
-        match script.output() {
-            Ok(out) => Some(String::from_utf8_lossy(&out.stdout).into_owned()),
-            Err(_) if std::env::var_os("CI").is_some() => {
-                panic!("util-linux `script` is needed for the pseudo-terminal tests")
-            }
-            Err(err) => {
-                eprintln!("notice: skipping a pseudo-terminal test: cannot run `script`: {err}");
-                None
-            }
-        }
-    };
-    let (Some(coloured), Some(plain)) = (on_a_terminal(false), on_a_terminal(true)) else {
+    let args = "scan leaky/src --format human --quiet";
+    let (Some(coloured), Some(plain)) = (
+        on_a_terminal(args, &[]),
+        on_a_terminal(args, &[("NO_COLOR", "1")]),
+    ) else {
         return;
     };
     assert!(

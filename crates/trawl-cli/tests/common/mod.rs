@@ -51,3 +51,29 @@ pub(crate) fn findings(out: &Output) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect()
 }
+
+/// What `trawl ARGS` wrote to a pseudo-terminal (util-linux `script`), run
+/// in the fixtures folder with `TERM=xterm`, no colour variables but
+/// `env`; `None` (with a notice) where there is no `script` outside CI.
+pub(crate) fn on_a_terminal(args: &str, env: &[(&str, &str)]) -> Option<String> {
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_trawl"));
+    let out = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .current_dir(fixtures())
+        .env_remove("RUST_LOG")
+        .env_remove("CLICOLOR_FORCE")
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm")
+        .envs(env.iter().copied())
+        .output();
+    match out {
+        Ok(out) => Some(String::from_utf8_lossy(&out.stdout).into_owned()),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("util-linux `script` is needed for the pseudo-terminal tests")
+        }
+        Err(err) => {
+            eprintln!("notice: skipping a pseudo-terminal test: cannot run `script`: {err}");
+            None
+        }
+    }
+}
