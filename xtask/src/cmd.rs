@@ -11,6 +11,12 @@ pub(crate) fn cargo(root: &Path) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root);
+    // A CI run builds once from cold: incremental state is only overhead.
+    if std::env::var_os("CI").is_some_and(|ci| ci == "true")
+        && std::env::var_os("CARGO_INCREMENTAL").is_none()
+    {
+        cmd.env("CARGO_INCREMENTAL", "0");
+    }
     cmd
 }
 
