@@ -116,7 +116,7 @@ pub(crate) fn layer(
         .ignore_errors(true)
         .try_get_matches_from(std::iter::once(OsString::from("scan")).chain(given.iter().cloned()))
         .map_err(|err| anyhow!("{}", first_line(&err)))?;
-    let file = config_file(&matches, env, cwd)?;
+    let file = config_file(&matches, env, cwd);
     let table = match &file {
         Some(path) => read_table(path)?,
         None => toml::Table::new(),
@@ -195,19 +195,19 @@ fn config_file(
     matches: &clap::ArgMatches,
     env: &dyn Fn(&str) -> Option<String>,
     cwd: &Path,
-) -> Result<Option<PathBuf>> {
+) -> Option<PathBuf> {
     // Not `get_flag`: after a command-line error, defaults are not filled.
     if matches.try_get_one::<bool>("no_config").ok().flatten() == Some(&true) {
-        return Ok(None);
+        return None;
     }
     if let Some(path) = matches.get_one::<PathBuf>("config") {
-        return Ok(Some(path.clone()));
+        return Some(path.clone());
     }
     if let Some(path) = env(CONFIG_ENV).filter(|p| !p.is_empty()) {
-        return Ok(Some(PathBuf::from(path)));
+        return Some(PathBuf::from(path));
     }
     let found = cwd.join(FILE_NAME);
-    Ok(found.is_file().then_some(found))
+    found.is_file().then_some(found)
 }
 
 fn read_table(path: &Path) -> Result<toml::Table> {
@@ -225,16 +225,15 @@ fn check_keys(table: &toml::Table, settable: &[&clap::Arg], file: Option<&Path>)
             continue;
         }
         let file = file.expect("a table comes from a file").display();
-        let mut message = format!("{file}: unknown key `{key}`");
-        match nearest(key, &keys) {
-            Some(near) => write!(message, "; did you mean `{near}`?")?,
-            None => write!(message, "; the keys are the long flags of `trawl scan`")?,
-        }
         if key == "paths" {
-            message =
-                format!("{file}: `paths` cannot be set in the file: give them to `trawl scan`");
+            bail!("{file}: `paths` cannot be set in the file: give them to `trawl scan`");
         }
-        bail!(message);
+        match nearest(key, &keys) {
+            Some(near) => bail!("{file}: unknown key `{key}`; did you mean `{near}`?"),
+            None => {
+                bail!("{file}: unknown key `{key}`; the keys are the long flags of `trawl scan`")
+            }
+        }
     }
     Ok(())
 }
