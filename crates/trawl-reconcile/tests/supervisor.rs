@@ -253,9 +253,15 @@ async fn shutdown_aborts_a_tick_stuck_in_a_query_after_the_grace_period() {
 }
 
 /// A reconciler whose tick is a lost update without its lock: it reads a
-/// partition's counter, waits, writes it back plus one, and logs when it
-/// ran.
-struct Racer;
+/// partition's counter, waits `pause`, writes it back plus one, and logs
+/// when it ran.
+///
+/// Two supervisors with the same pause can settle into walking the
+/// partitions in step, a fixed number of partitions apart, and never meet;
+/// different pauses make one overtake the other again and again.
+struct Racer {
+    pause: Duration,
+}
 
 #[async_trait::async_trait]
 impl Reconciler for Racer {
@@ -285,7 +291,7 @@ impl Reconciler for Racer {
             .bind(p)
             .fetch_one(&mut *conn)
             .await?;
-        tokio::time::sleep(Duration::from_millis(15)).await;
+        tokio::time::sleep(self.pause).await;
         sqlx::query("UPDATE counters SET n = $2 WHERE p = $1")
             .bind(p)
             .bind(n + 1)
@@ -313,18 +319,27 @@ async fn two_supervisors_never_run_a_partition_at_once() {
         sqlx::query(sql).execute(&db.pool).await.unwrap();
     }
     let other = db.another_pool().await;
-    let mut one = spawn_reconcilers(db.pool.clone(), quick(), vec![Arc::new(Racer)]).unwrap();
-    let mut two = spawn_reconcilers(other, quick(), vec![Arc::new(Racer)]).unwrap();
-    let skipped = |h: &ReconcilerHandle| h.stats_of("racer").unwrap().skipped;
-    wait_until(
-        "both supervisors to tick and to find a partition locked",
-        Duration::from_secs(30),
-        || {
-            let ticks = |h: &ReconcilerHandle| h.stats_of("racer").unwrap().partition_ticks;
-            ticks(&one) >= 20 && ticks(&two) >= 20 && skipped(&one) + skipped(&two) >= 5
-        },
-    )
-    .await;
+    let racer = |pause_ms| -> Vec<Arc<dyn Reconciler>> {
+        vec![Arc::new(Racer {
+            pause: Duration::from_millis(pause_ms),
+        })]
+    };
+    let mut one = spawn_reconcilers(db.pool.clone(), quick(), racer(10)).unwrap();
+    let mut two = spawn_reconcilers(other, quick(), racer(35)).unwrap();
+    let stats = |h: &ReconcilerHandle| h.stats_of("racer").unwrap();
+    let start = Instant::now();
+    loop {
+        let (a, b) = (stats(&one), stats(&two));
+        if a.partition_ticks >= 20 && b.partition_ticks >= 20 && a.skipped + b.skipped >= 5 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "waited 30s for both supervisors to tick 20 times and to find a partition \
+             locked 5 times: {a:?} {b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(one.shutdown(Duration::from_secs(5)).await, 0);
     assert_eq!(two.shutdown(Duration::from_secs(5)).await, 0);
 
