@@ -47,10 +47,17 @@ pub(crate) fn run(root: &Path) -> Result<()> {
 }
 
 /// All targets (unit, integration, examples, benches in test mode), then the
-/// doc tests, which `--all-targets` leaves out.
+/// doc tests, which `--all-targets` leaves out. A failing test binary does
+/// not stop the others (`--no-fail-fast`), so one run names every failure.
 pub(crate) fn run_suite(root: &Path, env: &TestEnv) -> Result<()> {
     let mut all = cargo(root);
-    all.args(["test", "--workspace", "--all-targets", "--all-features"]);
+    all.args([
+        "test",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--no-fail-fast",
+    ]);
     env.apply(&mut all);
     run_step("test: all targets", &mut all)?;
 
