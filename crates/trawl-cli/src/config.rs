@@ -283,7 +283,8 @@ fn given_values(matches: &clap::ArgMatches, id: &str, kind: Kind) -> Vec<String>
 }
 
 /// A variable's values: a switch takes `true`/`false` (or 1/0, yes/no,
-/// on/off), a list is comma-separated.
+/// on/off), a list is comma-separated (commas inside a glob's `{a,b}` do not
+/// split).
 fn env_values(text: &str, kind: Kind) -> Result<Vec<String>> {
     Ok(match kind {
         Kind::Switch => match text.trim().to_ascii_lowercase().as_str() {
@@ -292,12 +293,24 @@ fn env_values(text: &str, kind: Kind) -> Result<Vec<String>> {
             _ => bail!("expected true or false"),
         },
         Kind::Single => vec![text.to_owned()],
-        Kind::List => text
-            .split(',')
+        Kind::List => split_list(text)
             .map(str::trim)
             .filter(|v| !v.is_empty())
             .map(str::to_owned)
             .collect(),
+    })
+}
+
+/// Splits at the commas outside braces: `*.{png,jpg},dist/` is two values.
+fn split_list(text: &str) -> impl Iterator<Item = &str> {
+    let mut depth = 0usize;
+    text.split(move |c| {
+        match c {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        c == ',' && depth == 0
     })
 }
 
@@ -671,6 +684,11 @@ mod tests {
         );
         let flag = layered(&[".", "--config", config, "-o", "x.jsonl"], &env, None).unwrap();
         assert_eq!(setting(&flag, "output").values, ["x.jsonl"]);
+        let globs = [("TRAWL_EXCLUDE", "*.{png,jpg},dist/,,{a,{b,c}}/x")];
+        assert_eq!(
+            setting(&layered(&["."], &globs, None).unwrap(), "exclude").values,
+            ["*.{png,jpg}", "dist/", "{a,{b,c}}/x"]
+        );
     }
 
     #[test]
