@@ -125,6 +125,7 @@ pub(crate) fn layer(
         .get_arguments()
         .filter(|arg| {
             arg.get_long().is_some()
+                && !arg.is_hide_set()
                 && !FILE_FLAGS.contains(&arg.get_id().as_str())
                 && kind(arg).is_some()
         })
@@ -136,16 +137,24 @@ pub(crate) fn layer(
     for arg in settable {
         let key = arg.get_long().expect("filtered on long").to_owned();
         let kind = kind(arg).expect("filtered on kind");
-        let on_command_line =
-            matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine);
+        let given_here = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+        let negated = negation(&command, arg).is_some_and(|no| given_here(no.get_id().as_str()));
+        // A layer's value yields to a flag of the command line it conflicts
+        // with (`--show-secrets` over a file's `redact = true`).
+        let overruled = negated || conflicts(&command, arg).any(&given_here);
         let variable = env_name(&key);
-        let (values, source) = if on_command_line {
+        let (values, source) = if given_here(arg.get_id().as_str()) {
             let values = given_values(&matches, arg.get_id().as_str(), kind);
             (values, Source::CommandLine)
-        } else if let Some(text) = env(&variable) {
+        } else if negated {
+            (vec!["false".to_owned()], Source::CommandLine)
+        } else if let Some(text) = env(&variable).filter(|_| !overruled) {
             let values = env_values(&text, kind).with_context(|| format!("{variable}={text:?}"))?;
             (values, Source::Env(variable))
-        } else if let Some(value) = names(arg).find_map(|name| table.get(name)) {
+        } else if let Some(value) = names(arg)
+            .find_map(|name| table.get(name))
+            .filter(|_| !overruled)
+        {
             let path = file.as_deref().expect("a table comes from a file");
             let mut values = file_values(value, kind)
                 .with_context(|| format!("{}: key `{key}`", path.display()))?;
@@ -253,6 +262,30 @@ fn names(arg: &clap::Arg) -> impl Iterator<Item = &str> {
     arg.get_long()
         .into_iter()
         .chain(arg.get_all_aliases().unwrap_or_default())
+}
+
+/// The hidden `--no-<switch>` flag that turns the switch `arg` off.
+fn negation<'c>(command: &'c Command, arg: &clap::Arg) -> Option<&'c clap::Arg> {
+    if kind(arg) != Some(Kind::Switch) {
+        return None;
+    }
+    let long = format!("no-{}", arg.get_long()?);
+    command
+        .get_arguments()
+        .find(|other| other.is_hide_set() && other.get_long() == Some(long.as_str()))
+}
+
+/// The ids of the arguments that cannot be given with `arg`, declared on
+/// either side.
+fn conflicts<'c>(command: &'c Command, arg: &'c clap::Arg) -> impl Iterator<Item = &'c str> {
+    command
+        .get_arguments()
+        .filter(move |other| {
+            other.get_id() != arg.get_id()
+                && (command.get_arg_conflicts_with(arg).contains(other)
+                    || command.get_arg_conflicts_with(other).contains(&arg))
+        })
+        .map(|other| other.get_id().as_str())
 }
 
 fn kind(arg: &clap::Arg) -> Option<Kind> {
@@ -689,6 +722,67 @@ mod tests {
             setting(&layered(&["."], &globs, None).unwrap(), "exclude").values,
             ["*.{png,jpg}", "dist/", "{a,{b,c}}/x"]
         );
+    }
+
+    /// `trawl scan`'s matches for the layered arguments.
+    fn parsed(layered: &Layered) -> clap::ArgMatches {
+        scan_command()
+            .try_get_matches_from(
+                std::iter::once(OsString::from("scan")).chain(layered.args.clone()),
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn a_negation_or_a_conflicting_flag_overrules_the_lower_layers() {
+        let file = Some("sort = true\nredact = true\nskip-hidden = true\n");
+        let env = [("TRAWL_QUIET", "true")];
+        let all = layered(
+            &[".", "--no-sort", "--no-quiet", "--show-secrets"],
+            &env,
+            file,
+        )
+        .unwrap();
+        for key in ["sort", "quiet"] {
+            assert_eq!(setting(&all, key).values, ["false"], "{key}");
+            assert_eq!(setting(&all, key).source, Source::CommandLine, "{key}");
+        }
+        assert_eq!(setting(&all, "redact").source, Source::Default);
+        assert_eq!(setting(&all, "skip-hidden").source, Source::File);
+        let matches = parsed(&all);
+        for (id, on) in [
+            ("sort", false),
+            ("quiet", false),
+            ("redact", false),
+            ("show_secrets", true),
+            ("skip_hidden", true),
+        ] {
+            assert_eq!(matches.get_flag(id), on, "{id}");
+        }
+
+        // Of both forms on the command line, the last wins.
+        let again = layered(&[".", "--no-sort", "--sort", "-q", "--no-quiet"], &[], file).unwrap();
+        let matches = parsed(&again);
+        assert!(matches.get_flag("sort") && !matches.get_flag("quiet"));
+        assert_eq!(setting(&again, "sort").source, Source::CommandLine);
+    }
+
+    #[test]
+    fn every_switch_has_a_negation_and_negations_are_no_settings() {
+        let command = scan_command();
+        for arg in command.get_arguments().filter(|a| !a.is_hide_set()) {
+            let Some(long) = arg.get_long() else { continue };
+            if kind(arg) == Some(Kind::Switch)
+                && !long.starts_with("no-")
+                && !FILE_FLAGS.contains(&arg.get_id().as_str())
+            {
+                assert!(negation(&command, arg).is_some(), "no --no-{long}");
+            }
+        }
+        let err = layered(&["."], &[], Some("no-sort = true\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown key `no-sort`"), "{err}");
     }
 
     #[test]

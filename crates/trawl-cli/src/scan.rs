@@ -195,7 +195,8 @@ pub(crate) struct ScanArgs {
     baseline: Option<PathBuf>,
 
     /// Read settings from FILE instead of ./trawl.toml [env: TRAWL_CONFIG]
-    /// (docs/guide.md#configuration).
+    /// (docs/guide.md#configuration). A switch the file or a TRAWL_*
+    /// variable turns on, --no-SWITCH turns off (--no-sort, --no-redact…).
     #[arg(long, value_name = "FILE", help_heading = "Configuration")]
     config: Option<PathBuf>,
 
@@ -208,11 +209,39 @@ pub(crate) struct ScanArgs {
     #[arg(short, long)]
     quiet: bool,
 
+    #[command(flatten)]
+    negations: Negations,
+
     /// The exit code of a complete scan that found secrets (0 to never
     /// fail a CI job on findings; an incomplete scan still exits 2).
     #[arg(long, value_name = "N", default_value_t = EXIT_FINDINGS,
         value_parser = clap::value_parser!(u8))]
     exit_code: u8,
+}
+
+/// `--no-<switch>` for each switch: it turns off a switch that trawl.toml
+/// or a TRAWL_* variable turned on (of the two forms on one command line,
+/// the last wins). Hidden from the help, which says so once (--config);
+/// parsed only for its effect on the switch, never read.
+#[derive(Debug, Args)]
+#[allow(dead_code)]
+struct Negations {
+    #[arg(long, hide = true, overrides_with = "redact")]
+    no_redact: bool,
+    #[arg(long, hide = true, overrides_with = "show_secrets")]
+    no_show_secrets: bool,
+    #[arg(long, hide = true, overrides_with = "sort")]
+    no_sort: bool,
+    #[arg(long, hide = true, overrides_with = "respect_gitignore")]
+    no_respect_gitignore: bool,
+    #[arg(long, hide = true, overrides_with = "skip_hidden")]
+    no_skip_hidden: bool,
+    #[arg(long, hide = true, overrides_with = "follow_symlinks")]
+    no_follow_symlinks: bool,
+    #[arg(long, hide = true, overrides_with = "anonymous")]
+    no_anonymous: bool,
+    #[arg(long, hide = true, overrides_with = "quiet")]
+    no_quiet: bool,
 }
 
 impl ScanArgs {
