@@ -18,7 +18,7 @@ use crate::scan::{EXIT_CLEAN, EXIT_INCOMPLETE};
 /// Arguments of `trawl reconcile`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  DATABASE_URL=postgres://trawl@db/trawl trawl reconcile\n  trawl reconcile --once --database-url postgres://trawl@db/trawl\n  TRAWL_RECONCILE_LEASE_EXPIRY_INTERVAL=1s trawl reconcile\n\nIntervals: TRAWL_RECONCILE_<NAME>_INTERVAL (250ms, 5s, 2m), for each reconciler of the table\nprinted at the end; TRAWL_RECONCILE_MAX_PHASE, TRAWL_RECONCILE_MAX_BATCHES.\nExit codes: 0 every tick succeeded, 2 a tick failed or the database could not be used."
+    after_help = "Examples:\n  DATABASE_URL=postgres://trawl@db/trawl trawl reconcile\n  trawl reconcile --once --database-url postgres://trawl@db/trawl\n  TRAWL_RECONCILE_LEASE_EXPIRY_INTERVAL=1s trawl reconcile\n\nIntervals: TRAWL_RECONCILE_<NAME>_INTERVAL (250ms, 5s, 2m), for each reconciler of the table\nprinted at the end; time limits of one call: TRAWL_RECONCILE_<NAME>_TIME_LIMIT (default 1m,\n1h for maintenance); TRAWL_RECONCILE_MAX_PHASE, TRAWL_RECONCILE_MAX_BATCHES.\nExit codes: 0 every tick succeeded, 2 a tick failed or the database could not be used."
 )]
 pub(crate) struct ReconcileArgs {
     /// The queue's PostgreSQL database, a postgres:// URL.

@@ -25,6 +25,10 @@ pub struct Config {
     /// [`interval`](crate::Reconciler::interval). A name that no
     /// reconciler has is refused by [`spawn_reconcilers`](crate::spawn_reconcilers).
     pub intervals: BTreeMap<String, Duration>,
+    /// Time limits of one call by reconciler name, in place of the
+    /// reconciler's own [`time_limit`](crate::Reconciler::time_limit); a
+    /// name that no reconciler has is refused.
+    pub time_limits: BTreeMap<String, Duration>,
     /// The longest random delay before a reconciler's first tick (never
     /// more than its interval), so that the nodes of a fleet started
     /// together spread their ticks. Default 1 s.
@@ -39,6 +43,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             intervals: BTreeMap::new(),
+            time_limits: BTreeMap::new(),
             max_phase: Duration::from_secs(1),
             max_batches: 10,
         }
@@ -53,6 +58,13 @@ impl Config {
     /// This configuration with `name`'s interval set to `interval`.
     pub fn with_interval(mut self, name: impl Into<String>, interval: Duration) -> Config {
         self.intervals.insert(name.into(), interval);
+        self
+    }
+
+    /// This configuration with the time limit of one of `name`'s calls set
+    /// to `limit`.
+    pub fn with_time_limit(mut self, name: impl Into<String>, limit: Duration) -> Config {
+        self.time_limits.insert(name.into(), limit);
         self
     }
 
@@ -71,6 +83,8 @@ impl Config {
     ///
     /// - `TRAWL_RECONCILE_<NAME>_INTERVAL`: the interval of reconciler
     ///   `<name>` (lower-cased), a duration as [`parse_duration`] reads it;
+    /// - `TRAWL_RECONCILE_<NAME>_TIME_LIMIT`: the time limit of one of its
+    ///   calls, likewise;
     /// - `TRAWL_RECONCILE_MAX_PHASE`: [`Config::max_phase`];
     /// - `TRAWL_RECONCILE_MAX_BATCHES`: [`Config::max_batches`].
     ///
@@ -120,21 +134,26 @@ impl Config {
                                 )
                             })?;
                 }
-                _ => match setting.strip_suffix("_INTERVAL") {
-                    Some(name) if !name.is_empty() => {
-                        let interval = parse_duration(&value).map_err(at(&key))?;
-                        self.intervals.insert(name.to_ascii_lowercase(), interval);
-                    }
-                    _ => {
+                _ => {
+                    let (name, map) = if let Some(name) = setting.strip_suffix("_INTERVAL") {
+                        (name, &mut self.intervals)
+                    } else if let Some(name) = setting.strip_suffix("_TIME_LIMIT") {
+                        (name, &mut self.time_limits)
+                    } else {
+                        ("", &mut self.intervals)
+                    };
+                    if name.is_empty() {
                         return Err(Error::invalid(
                             &key,
                             format!(
-                                "unknown setting; the variables are {p}<NAME>_INTERVAL, {p}MAX_PHASE and {p}MAX_BATCHES",
+                                "unknown setting; the variables are {p}<NAME>_INTERVAL, {p}<NAME>_TIME_LIMIT, {p}MAX_PHASE and {p}MAX_BATCHES",
                                 p = Config::ENV_PREFIX
                             ),
                         ));
                     }
-                },
+                    let duration = parse_duration(&value).map_err(at(&key))?;
+                    map.insert(name.to_ascii_lowercase(), duration);
+                }
             }
         }
         Ok(self)
@@ -212,15 +231,17 @@ mod tests {
     }
 
     #[test]
-    fn the_environment_sets_intervals_phase_and_batches() {
+    fn the_environment_sets_intervals_time_limits_phase_and_batches() {
         let config = Config::default()
             .with_env_vars(vars(&[
                 ("TRAWL_RECONCILE_WORKER_REGISTRY_TTL_SWEEP_INTERVAL", "10s"),
                 ("TRAWL_RECONCILE_MAX_PHASE", "100ms"),
                 ("TRAWL_RECONCILE_MAX_BATCHES", "3"),
+                ("TRAWL_RECONCILE_MAINTENANCE_TIME_LIMIT", "2h"),
                 ("TRAWL_OTHER", "ignored"),
             ]))
             .unwrap();
+        assert_eq!(config.time_limits["maintenance"], Duration::from_secs(7200));
         assert_eq!(
             config.intervals["worker_registry_ttl_sweep"],
             Duration::from_secs(10)
@@ -236,6 +257,8 @@ mod tests {
             ("TRAWL_RECONCILE_MAX_BATCHES", "0", "above 0"),
             ("TRAWL_RECONCILE_INTERVAL", "5s", "unknown setting"),
             ("TRAWL_RECONCILE_LEASE_EXPIRY", "5s", "unknown setting"),
+            ("TRAWL_RECONCILE_TIME_LIMIT", "5s", "unknown setting"),
+            ("TRAWL_RECONCILE_VACUUM_TIME_LIMIT", "0s", "above zero"),
         ] {
             let err = Config::default()
                 .with_env_vars(vars(&[(key, value)]))

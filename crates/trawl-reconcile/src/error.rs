@@ -18,6 +18,10 @@ pub enum Error {
     /// A tick failed.
     #[error("{0}")]
     Tick(TickError),
+    /// A call ran past its [time limit](crate::Reconciler::time_limit) and
+    /// was dropped.
+    #[error("the call ran past its time limit of {0:?} and was cancelled")]
+    TimedOut(std::time::Duration),
     /// A setting is out of range, or names no reconciler.
     #[error("invalid {setting}: {reason}")]
     Invalid {

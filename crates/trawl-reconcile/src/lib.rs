@@ -164,6 +164,17 @@ pub trait Reconciler: Send + Sync + 'static {
         TickMode::InTransaction
     }
 
+    /// The longest one call may take, unless [`Config::time_limits`] says
+    /// otherwise; 60 s by default. The call's statements run with this
+    /// `statement_timeout`, and a call still running at the limit (in a
+    /// statement or in Rust) is dropped: its transaction rolls back, its
+    /// connection is closed, and it counts as a failed call. Without a
+    /// limit, a tick stuck on a lock would hold its advisory lock, and so
+    /// stop that reconciler on every node.
+    fn time_limit(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+
     /// The most rows one call changes, if the tick is batched. A call that
     /// changed this many (or more) may have left work behind: the
     /// supervisor calls it again at once for the same partition, up to

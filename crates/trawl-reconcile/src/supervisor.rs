@@ -17,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::stats::{CallOutcome, Figures, ReconcilerStats};
-use crate::{Reconciler, Scope, TickMode};
+use crate::{Reconciler, Scope, TickError, TickMode};
 
 /// Starts one task per reconciler on the current tokio runtime, each
 /// ticking on its interval (see the [crate] documentation for what a
@@ -27,9 +27,9 @@ use crate::{Reconciler, Scope, TickMode};
 /// after it stops them all.
 ///
 /// Refuses (before starting anything) two reconcilers of one name, an
-/// empty name, a zero interval, a partitioned scope of no partitions,
-/// an interval override for a name no reconciler has, `max_batches` of 0,
-/// and a call from outside a tokio runtime.
+/// empty name, a zero interval or time limit, a partitioned scope of no
+/// partitions, an interval or time-limit override for a name no reconciler
+/// has, `max_batches` of 0, and a call from outside a tokio runtime.
 pub fn spawn_reconcilers(
     pool: PgPool,
     config: Config,
@@ -86,15 +86,20 @@ fn plan(
             ));
         }
     }
-    if let Some(unknown) = config.intervals.keys().find(|n| !names.contains(*n)) {
-        let known: Vec<&str> = names.iter().map(String::as_str).collect();
-        return Err(Error::invalid(
-            format!("interval of '{unknown}'"),
-            format!(
-                "no reconciler has that name (they are: {})",
-                known.join(", ")
-            ),
-        ));
+    for (setting, overrides) in [
+        ("interval", &config.intervals),
+        ("time limit", &config.time_limits),
+    ] {
+        if let Some(unknown) = overrides.keys().find(|n| !names.contains(*n)) {
+            let known: Vec<&str> = names.iter().map(String::as_str).collect();
+            return Err(Error::invalid(
+                format!("{setting} of '{unknown}'"),
+                format!(
+                    "no reconciler has that name (they are: {})",
+                    known.join(", ")
+                ),
+            ));
+        }
     }
     let random = std::collections::hash_map::RandomState::new();
     reconcilers
@@ -106,8 +111,18 @@ fn plan(
                 .get(&name)
                 .copied()
                 .unwrap_or_else(|| reconciler.interval());
-            if interval.is_zero() {
-                return Err(Error::invalid(format!("interval of {name}"), "zero"));
+            let time_limit = config
+                .time_limits
+                .get(&name)
+                .copied()
+                .unwrap_or_else(|| reconciler.time_limit());
+            if interval.is_zero() || time_limit.is_zero() {
+                let setting = if interval.is_zero() {
+                    "interval"
+                } else {
+                    "time limit"
+                };
+                return Err(Error::invalid(format!("{setting} of {name}"), "zero"));
             }
             let phase = config
                 .max_phase
@@ -117,6 +132,7 @@ fn plan(
                 pool: pool.clone(),
                 lock_key: lock_key(&name),
                 phase,
+                time_limit,
                 max_batches: config.max_batches,
                 figures: Arc::new(Figures::new(name, interval)),
                 reconciler,
@@ -207,6 +223,7 @@ struct Task {
     reconciler: Arc<dyn Reconciler>,
     lock_key: i32,
     phase: Duration,
+    time_limit: Duration,
     max_batches: u32,
     figures: Arc<Figures>,
 }
@@ -306,28 +323,81 @@ impl Task {
                     conn.release();
                     return Ok(None);
                 }
-                let ticked = self.reconciler.tick(&mut tx, partition, None).await;
+                self.set_statement_timeout(&mut tx, true).await?;
+                let ticked = self.limited_tick(&mut tx, partition).await?;
                 match ticked {
                     Ok(_) => tx.commit().await?,
                     Err(_) => tx.rollback().await?,
                 }
                 conn.release();
-                ticked.map(Some).map_err(Error::Tick)
+                self.outcome(ticked)
             }
             TickMode::OutsideTransaction => {
                 if !advisory(&mut conn, "SELECT pg_try_advisory_lock($1, $2)", key).await? {
                     conn.release();
                     return Ok(None);
                 }
-                let ticked = self.reconciler.tick(&mut conn, partition, None).await;
+                self.set_statement_timeout(&mut conn, false).await?;
+                let ticked = self.limited_tick(&mut conn, partition).await?;
+                sqlx::query("RESET statement_timeout")
+                    .execute(&mut *conn)
+                    .await?;
                 if advisory(&mut conn, "SELECT pg_advisory_unlock($1, $2)", key).await? {
                     conn.release();
                 }
-                ticked.map(Some).map_err(Error::Tick)
+                self.outcome(ticked)
             }
         }
     }
+
+    /// Sets `statement_timeout` to the time limit, for the transaction
+    /// (`local`) or the session.
+    async fn set_statement_timeout(&self, conn: &mut PgConnection, local: bool) -> Result<()> {
+        let millis = self.time_limit.as_millis().clamp(1, i32::MAX as u128);
+        sqlx::query("SELECT set_config('statement_timeout', $1, $2)")
+            .bind(millis.to_string())
+            .bind(local)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The reconciler's tick, dropped at the time limit. The caller's
+    /// connection, left mid-call, is then closed (see [`Leased`]).
+    async fn limited_tick(
+        &self,
+        conn: &mut PgConnection,
+        partition: u32,
+    ) -> Result<Result<u64, TickError>> {
+        tokio::time::timeout(self.time_limit, self.reconciler.tick(conn, partition, None))
+            .await
+            .map_err(|_| Error::TimedOut(self.time_limit))
+    }
+
+    /// A finished tick's result; a statement the server cancelled at the
+    /// time limit (found anywhere in the error's chain of sources) is
+    /// reported as the limit, like a call dropped at it.
+    fn outcome(&self, ticked: Result<u64, TickError>) -> Result<Option<u64>> {
+        ticked.map(Some).map_err(|error| {
+            let first: &(dyn std::error::Error + 'static) = error.as_ref();
+            let cancelled = std::iter::successors(Some(first), |e| e.source()).any(|e| {
+                e.downcast_ref::<sqlx::Error>()
+                    .and_then(sqlx::Error::as_database_error)
+                    .and_then(|db| db.code())
+                    .is_some_and(|code| code == QUERY_CANCELED)
+            });
+            if cancelled {
+                Error::TimedOut(self.time_limit)
+            } else {
+                Error::Tick(error)
+            }
+        })
+    }
 }
+
+/// The SQLSTATE of a statement cancelled by `statement_timeout` (or by
+/// `pg_cancel_backend`, which a tick would not call on itself).
+const QUERY_CANCELED: &str = "57014";
 
 /// Runs `sql`, a call of an advisory lock function of two keys (`$1`, `$2`)
 /// that answers whether it took (or released) the lock.

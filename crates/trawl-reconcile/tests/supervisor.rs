@@ -41,6 +41,7 @@ struct Probe {
     scope: Scope,
     mode: TickMode,
     batch: Option<u64>,
+    time_limit: Duration,
     act: Act,
     calls: Mutex<Vec<(u32, Instant, Instant)>>,
 }
@@ -53,6 +54,7 @@ impl Probe {
             scope: Scope::Global,
             mode: TickMode::InTransaction,
             batch: None,
+            time_limit: Duration::from_secs(60),
             act,
             calls: Mutex::new(Vec::new()),
         }
@@ -96,6 +98,10 @@ impl Reconciler for Probe {
 
     fn batch(&self) -> Option<u64> {
         self.batch
+    }
+
+    fn time_limit(&self) -> Duration {
+        self.time_limit
     }
 
     async fn tick(
@@ -364,6 +370,95 @@ async fn two_supervisors_never_run_a_partition_at_once() {
 }
 
 #[tokio::test]
+async fn a_call_past_its_time_limit_is_cancelled_and_the_reconciler_goes_on() {
+    let Some(db) = support::db::fresh().await else {
+        return;
+    };
+    let limit = Duration::from_millis(200);
+    let sleep = "SELECT pg_sleep(60)";
+    let mut in_sql = Probe::new("in_sql", 20, Act::Sql(sleep));
+    let dropped = Arc::new(AtomicBool::new(false));
+    let mut in_rust = Probe::new("in_rust", 20, Act::Hang(dropped.clone()));
+    let mut outside = Probe::new("outside", 20, Act::Sql(sleep));
+    outside.mode = TickMode::OutsideTransaction;
+    for probe in [&mut in_sql, &mut in_rust, &mut outside] {
+        probe.time_limit = limit;
+    }
+    // Its own limit is a minute; the configuration's wins.
+    let configured = Arc::new(Probe::new("configured", 20, Act::Sql(sleep)));
+    let (in_sql, in_rust, outside) = (Arc::new(in_sql), Arc::new(in_rust), Arc::new(outside));
+    let config = quick().with_time_limit("configured", limit);
+    let mut handle = spawn(
+        &db.pool,
+        config,
+        &[&in_sql, &in_rust, &outside, &configured],
+    );
+    wait_until(
+        "two cancelled calls of each",
+        Duration::from_secs(20),
+        || handle.stats().iter().all(|s| s.errors >= 2),
+    )
+    .await;
+    assert_eq!(handle.shutdown(Duration::from_secs(5)).await, 0);
+    for stats in handle.stats() {
+        assert_eq!((stats.panics, stats.partition_ticks), (0, 0), "{stats:?}");
+        assert_last_error(&stats, "ran past its time limit of 200ms");
+    }
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the Rust future was dropped"
+    );
+    for probe in [&in_sql, &in_rust, &outside, &configured] {
+        for (_, start, end) in probe.calls() {
+            if end > start {
+                assert!(
+                    end - start < limit + Duration::from_secs(2),
+                    "{:?}",
+                    end - start
+                );
+            }
+        }
+    }
+    // The server stopped the statements too: none is left running.
+    let running = "SELECT count(*) FROM pg_stat_activity
+        WHERE datname = current_database() AND state = 'active' AND query = 'SELECT pg_sleep(60)'";
+    let start = Instant::now();
+    while scalar(&db.pool, running).await > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "a pg_sleep outlived its call"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_connection_goes_back_to_the_pool_without_the_time_limit() {
+    let Some(db) = support::db::fresh().await else {
+        return;
+    };
+    // One connection: every call, and the check after them, use it.
+    let pool = db.pool_of(1).await;
+    let mut outside = Probe::new("outside", 10, Act::Rows(1));
+    outside.mode = TickMode::OutsideTransaction;
+    outside.time_limit = Duration::from_secs(7);
+    let inside = Arc::new(Probe::new("inside", 10, Act::Rows(1)));
+    let outside = Arc::new(outside);
+    let mut handle = spawn(&pool, quick(), &[&outside, &inside]);
+    wait_until("three calls of each", Duration::from_secs(20), || {
+        handle.stats().iter().all(|s| s.partition_ticks >= 3)
+    })
+    .await;
+    assert_eq!(handle.shutdown(Duration::from_secs(5)).await, 0);
+    assert!(handle.stats().iter().all(|s| s.errors == 0));
+    let timeout: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(timeout, "0");
+}
+
+#[tokio::test]
 async fn dropping_the_handle_aborts_every_task_at_once() {
     let Some(db) = support::db::fresh().await else {
         return;
@@ -557,6 +652,16 @@ async fn bad_settings_are_refused_before_anything_starts() {
             quick().with_interval("lease_expiry", Duration::from_secs(1)),
             vec![probe("a"), probe("b")],
             "invalid interval of 'lease_expiry': no reconciler has that name (they are: a, b)",
+        ),
+        (
+            quick().with_time_limit("a", Duration::ZERO),
+            vec![probe("a")],
+            "invalid time limit of a: zero",
+        ),
+        (
+            quick().with_time_limit("b", Duration::from_secs(1)),
+            vec![probe("a")],
+            "invalid time limit of 'b': no reconciler has that name (they are: a)",
         ),
         (
             Config {

@@ -160,6 +160,15 @@ impl Reconciler for Tick {
         }
     }
 
+    /// A minute for a batch; an hour for `VACUUM`, whose work on a large
+    /// table a cancel would throw away.
+    fn time_limit(&self) -> Duration {
+        Duration::from_secs(match self {
+            Tick::Maintenance(_) => 3600,
+            _ => 60,
+        })
+    }
+
     fn batch(&self) -> Option<u64> {
         match self {
             Tick::Maintenance(_) => None,
@@ -221,6 +230,7 @@ mod tests {
         );
         assert_eq!(all[7].scope(), Scope::Partitioned(256));
         assert_eq!(all[8].mode(), TickMode::OutsideTransaction);
+        assert_eq!(all[8].time_limit(), Duration::from_secs(3600));
         let without = reconcilers_with(&Settings {
             maintenance: None,
             ..Settings::default()

@@ -21,8 +21,13 @@ pub(crate) struct TestDb {
 impl TestDb {
     /// A second pool on this database, as another node would have.
     pub(crate) async fn another_pool(&self) -> PgPool {
+        self.pool_of(8).await
+    }
+
+    /// A pool of at most `connections` on this database.
+    pub(crate) async fn pool_of(&self, connections: u32) -> PgPool {
         PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(connections)
             .connect_with(self.admin.clone().database(&self.name))
             .await
             .expect("connect to the test database")
