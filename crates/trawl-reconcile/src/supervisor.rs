@@ -318,12 +318,21 @@ impl Task {
         match self.reconciler.mode() {
             TickMode::InTransaction => {
                 let mut tx = conn.begin().await?;
-                if !advisory(&mut tx, "SELECT pg_try_advisory_xact_lock($1, $2)", key).await? {
+                // The lock and the call's statement_timeout in one round trip.
+                let locked: bool = sqlx::query_scalar(
+                    "SELECT pg_try_advisory_xact_lock($1, $2)
+                     FROM set_config('statement_timeout', $3, true)",
+                )
+                .bind(key.0)
+                .bind(key.1)
+                .bind(self.statement_timeout())
+                .fetch_one(&mut *tx)
+                .await?;
+                if !locked {
                     tx.rollback().await?;
                     conn.release();
                     return Ok(None);
                 }
-                self.set_statement_timeout(&mut tx, true).await?;
                 let ticked = self.limited_tick(&mut tx, partition).await?;
                 match ticked {
                     Ok(_) => tx.commit().await?,
@@ -337,7 +346,10 @@ impl Task {
                     conn.release();
                     return Ok(None);
                 }
-                self.set_statement_timeout(&mut conn, false).await?;
+                sqlx::query("SELECT set_config('statement_timeout', $1, false)")
+                    .bind(self.statement_timeout())
+                    .execute(&mut *conn)
+                    .await?;
                 let ticked = self.limited_tick(&mut conn, partition).await?;
                 sqlx::query("RESET statement_timeout")
                     .execute(&mut *conn)
@@ -350,16 +362,10 @@ impl Task {
         }
     }
 
-    /// Sets `statement_timeout` to the time limit, for the transaction
-    /// (`local`) or the session.
-    async fn set_statement_timeout(&self, conn: &mut PgConnection, local: bool) -> Result<()> {
+    /// The time limit as a value of `statement_timeout` (milliseconds).
+    fn statement_timeout(&self) -> String {
         let millis = self.time_limit.as_millis().clamp(1, i32::MAX as u128);
-        sqlx::query("SELECT set_config('statement_timeout', $1, $2)")
-            .bind(millis.to_string())
-            .bind(local)
-            .execute(conn)
-            .await?;
-        Ok(())
+        millis.to_string()
     }
 
     /// The reconciler's tick, dropped at the time limit. The caller's
