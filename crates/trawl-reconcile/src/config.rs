@@ -135,14 +135,14 @@ impl Config {
                             })?;
                 }
                 _ => {
-                    let (name, map) = if let Some(name) = setting.strip_suffix("_INTERVAL") {
-                        (name, &mut self.intervals)
-                    } else if let Some(name) = setting.strip_suffix("_TIME_LIMIT") {
-                        (name, &mut self.time_limits)
+                    let by_name = if let Some(name) = setting.strip_suffix("_INTERVAL") {
+                        Some((name, &mut self.intervals))
                     } else {
-                        ("", &mut self.intervals)
+                        setting
+                            .strip_suffix("_TIME_LIMIT")
+                            .map(|name| (name, &mut self.time_limits))
                     };
-                    if name.is_empty() {
+                    let Some((name, map)) = by_name.filter(|(name, _)| !name.is_empty()) else {
                         return Err(Error::invalid(
                             &key,
                             format!(
@@ -150,7 +150,7 @@ impl Config {
                                 p = Config::ENV_PREFIX
                             ),
                         ));
-                    }
+                    };
                     let duration = parse_duration(&value).map_err(at(&key))?;
                     map.insert(name.to_ascii_lowercase(), duration);
                 }
