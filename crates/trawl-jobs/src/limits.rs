@@ -11,7 +11,12 @@
 //!   pass it waits for room (up to `OnFull::Wait`'s limit) or fails at once
 //!   with [`Error::QueueFull`]. Only producers are
 //!   slowed: claiming and completing never look at it. A batch larger than
-//!   the limit goes in whole once the queue is empty.
+//!   the limit goes in whole once the queue is empty. It is backpressure,
+//!   not a hard cap: the count and the insert are not one atomic step, so
+//!   producers that enqueue at the same moment may each see room and
+//!   together pass the limit by up to their batches. (Making it exact
+//!   would serialize the producers of a queue for the length of their
+//!   transactions, which may be the caller's.)
 //! - **Budgets** allow at most `max_cost` of job cost ([`NewJob::cost`],
 //!   1 by default) to start per `window`, for a queue or a job kind: claims
 //!   take only what fits; windows follow each other without gaps, and the
@@ -57,7 +62,9 @@ use crate::reconcile::BUDGET_PARTITIONS;
 pub struct QueueLimits {
     /// Jobs of the queue running at once across every worker, at most.
     pub max_running: Option<u32>,
-    /// Pending jobs beyond which an enqueue waits or fails.
+    /// Pending jobs beyond which an enqueue waits or fails; concurrent
+    /// producers may pass it by up to their batches (see the [module
+    /// documentation](self)).
     pub max_depth: Option<u64>,
     /// What an enqueue does when the queue is full.
     pub on_full: OnFull,
