@@ -205,4 +205,43 @@ fn a_bad_flag_is_reported_as_such_with_a_file_present() {
         &["scan", "src", "--format", "json", "--format", "jsonl"],
     );
     assert_eq!(format_of(&stdout(&twice)), "jsonl", "the last value wins");
+
+    // The usage line shows what may be typed, not what the file added.
+    let unknown = trawl(dir.path(), &["scan", "src", "--bogus"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    let err = stderr(&unknown);
+    assert!(err.contains("unexpected argument '--bogus'"), "{err}");
+    assert!(
+        err.contains("Usage: trawl scan [OPTIONS] <PATH|URL>...") && !err.contains("--format"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_switch_from_the_file_is_turned_off_by_its_negation_or_a_conflicting_flag() {
+    let dir = project(Some("redact = true\nformat = \"jsonl\"\n"));
+    let secrets = |args: &[&str]| -> Vec<String> {
+        let out = trawl(dir.path(), args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+            .lines()
+            .map(|line| {
+                let finding: serde_json::Value = serde_json::from_str(line).unwrap();
+                finding["secret"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    };
+    let redacted = secrets(&["scan", "src"]);
+    assert!(redacted.iter().all(|s| s.ends_with('…')), "{redacted:?}");
+    for args in [
+        &["scan", "src", "--no-redact"][..],
+        &["scan", "src", "--show-secrets"],
+    ] {
+        let whole = secrets(args);
+        assert_eq!(whole.len(), redacted.len(), "{args:?}");
+        assert!(
+            whole.iter().all(|s| !s.ends_with('…')),
+            "{args:?}: {whole:?}"
+        );
+    }
 }
