@@ -374,28 +374,10 @@ fn encode(bytes: &[u8], slash: bool) -> String {
     out
 }
 
-/// Decodes `encoding-type=url` keys (percent-encoding, `+` for space).
+/// Decodes `encoding-type=url` keys (percent-encoding, `+` for space; a
+/// key's own `+` arrives as `%2B`). A `%` without two hex digits is kept.
 fn decode(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(high), Some(low)) => {
-                    out.push((high * 16 + low) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    out
+    percent_encoding::percent_decode_str(&text.replace('+', " ")).collect()
 }
 
 #[cfg(test)]

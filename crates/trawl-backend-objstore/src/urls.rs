@@ -88,25 +88,7 @@ pub(crate) fn glob_path(url: &str) -> Vec<u8> {
     let Ok(parsed) = url::Url::parse(url) else {
         return Vec::new();
     };
-    let path = parsed.path().trim_start_matches('/').as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(path.len());
-    let mut i = 0;
-    while i < path.len() {
-        if path[i] == b'%'
-            && let (Some(high), Some(low)) = (
-                path.get(i + 1).copied().and_then(hex),
-                path.get(i + 2).copied().and_then(hex),
-            )
-        {
-            out.push((high * 16 + low) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(path[i]);
-        i += 1;
-    }
-    out
+    percent_encoding::percent_decode_str(parsed.path().trim_start_matches('/')).collect()
 }
 
 /// `If-Match` compares strongly: a weak ETag cannot pin a version.
