@@ -388,7 +388,7 @@ impl ObjectStoreBackend {
             for listed in page.objects {
                 cursor.after = Some(listed.key.clone());
                 let display = client.display(&listed.key);
-                let relative = listed.key.get(folder..).unwrap_or(&listed.key[..]);
+                let relative = below_folder(&listed.key, folder);
                 if let Some(reason) =
                     self.filter
                         .skip_reason(relative, listed.size, listed.modified)
@@ -428,7 +428,7 @@ impl ObjectStoreBackend {
             cursor.after = listing.last_seen.map(String::into_bytes);
             for object in listing.objects {
                 let display = client.display(object.key.as_bytes());
-                let relative = object.key.as_bytes().get(folder..).unwrap_or_default();
+                let relative = below_folder(object.key.as_bytes(), folder);
                 if let Some(reason) =
                     self.filter
                         .skip_reason(relative, object.size, Some(object.modified))
@@ -585,6 +585,13 @@ impl RemoteBackend for ObjectStoreBackend {
 /// show `2026/app.log` for the key `logs/2026/app.log`.
 fn folder_len(prefix: &str) -> usize {
     prefix.rfind('/').map_or(0, |at| at + 1)
+}
+
+/// A listed key as the filters see it: without the first `folder` bytes
+/// (see [`folder_len`]); whole if it is shorter, which a listing under the
+/// prefix never returns.
+fn below_folder(key: &[u8], folder: usize) -> &[u8] {
+    key.get(folder..).unwrap_or(key)
 }
 
 fn listed_object(
